@@ -1,0 +1,32 @@
+"""The HTTP API: create_app(settings) builds it, for the server and the tests alike."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from shared.i18n import Renderer
+from shared.runtime import open_runtime
+from shared.settings import Settings
+from shared.tokens import TokenVerifier
+
+from .keys import RENDERER, RUNTIME, SETTINGS, VERIFIER
+from .middleware import errors
+from .routes import setup_routes
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The API application; resources open on start-up and close on clean-up."""
+    app = web.Application(middlewares=[errors], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[RENDERER] = Renderer(default_lang=settings.default_lang)
+    app[VERIFIER] = TokenVerifier(settings=settings)
+
+    async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with open_runtime(settings, app_name="notihub-api") as runtime:
+            app[RUNTIME] = runtime
+            yield
+
+    app.cleanup_ctx.append(runtime_ctx)
+    setup_routes(app)
+    return app

@@ -1,0 +1,14 @@
+"""Typed application state of the API."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from shared.i18n import Renderer
+from shared.runtime import Runtime
+from shared.settings import Settings
+from shared.tokens import TokenVerifier
+
+SETTINGS = web.AppKey("settings", Settings)
+RUNTIME = web.AppKey("runtime", Runtime)
+RENDERER = web.AppKey("renderer", Renderer)
+VERIFIER = web.AppKey("verifier", TokenVerifier)

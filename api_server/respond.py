@@ -1,0 +1,68 @@
+"""Parsing JSON requests and shaping JSON answers."""
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from shared.errors import InvalidJSON, InvalidRequest, UnsupportedMediaType
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def json_response(value: Any, *, status: int = 200) -> web.Response:
+    """A JSON answer (orjson)."""
+    return web.json_response(value, status=status, dumps=_dumps)
+
+
+def describe(exc: ValidationError) -> str:
+    """A short, readable account of what was wrong with the input."""
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    """Read and validate a JSON body, or raise the matching HubError."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("send JSON with Content-Type: application/json")
+    raw = await request.read()
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidJSON("the body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidRequest(describe(exc)) from None
+
+
+def query_int(request: web.Request, name: str) -> int | None:
+    """An optional whole-number query parameter."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be a whole number") from None
+
+
+def query_bool(request: web.Request, name: str) -> bool:
+    """An optional true/false query parameter."""
+    raw = request.query.get(name, "false").lower()
+    if raw in ("true", "1", "yes"):
+        return True
+    if raw in ("false", "0", "no", ""):
+        return False
+    raise InvalidRequest(f"{name} must be true or false")

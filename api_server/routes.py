@@ -1,0 +1,64 @@
+"""The route table: what the API serves, and the source of its OpenAPI document."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from shared import web as shared_web
+
+from . import openapi, views
+from .schemas import HealthOut, IdsIn, PageOut, PublishIn, PublishOut, UnreadCountOut
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One operation: its handler and everything the OpenAPI document says of it."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    auth: str | None = None  # "service" or "user"
+    body: type[BaseModel] | None = None
+    responses: dict[int, type[BaseModel] | None] = dataclasses.field(default_factory=dict)
+    query: tuple[openapi.Param, ...] = ()
+    tag: str = "notifications"
+
+
+_PAGE_QUERY = (
+    openapi.Param("limit", "integer", "1 to 100, default 20", minimum=1, maximum=100),
+    openapi.Param("cursor", "string", "next_cursor of the previous page"),
+    openapi.Param("unread_only", "boolean", "only unread notifications"),
+)
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/v1/notifications", views.publish, "Notify users (producer)", auth="service",
+             body=PublishIn, responses={201: PublishOut, 200: PublishOut}, tag="producer"),
+    Endpoint("GET", "/v1/me/notifications", views.list_mine, "The caller's inbox, newest first",
+             auth="user", responses={200: PageOut}, query=_PAGE_QUERY),
+    Endpoint("GET", "/v1/me/notifications/unread-count", views.unread_count, "The caller's unread count",
+             auth="user", responses={200: UnreadCountOut}),
+    Endpoint("POST", "/v1/me/notifications/read", views.mark_read, "Mark notifications read",
+             auth="user", body=IdsIn, responses={200: UnreadCountOut}),
+    Endpoint("POST", "/v1/me/notifications/read-all", views.mark_all_read, "Mark all notifications read",
+             auth="user", responses={200: UnreadCountOut}),
+    Endpoint("DELETE", "/v1/me/notifications/{id}", views.delete, "Delete one of the caller's notifications",
+             auth="user", responses={204: None}),
+    Endpoint("GET", "/healthz", shared_web.healthz, "Alive", responses={200: HealthOut}, tag="operations"),
+    Endpoint("GET", "/readyz", views.readyz, "Ready: MongoDB and Redis answer",
+             responses={200: HealthOut, 503: HealthOut}, tag="operations"),
+)
+
+
+def setup_routes(app: web.Application) -> None:
+    """Register every endpoint, the metrics and the OpenAPI document."""
+    for endpoint in ENDPOINTS:
+        app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)
+    document = openapi.build(ENDPOINTS)
+    app.router.add_get("/openapi.json", openapi.serve(document))
+    app.router.add_get("/metrics", shared_web.metrics)

@@ -1,0 +1,116 @@
+"""Request and response models: they validate input and generate the OpenAPI document."""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+MAX_DATA_BYTES = 16 * 1024
+MAX_RECIPIENTS = 10_000
+
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]*$")]
+TopicName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]*$")]
+NotificationType = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+]
+LangCode = Annotated[str, StringConstraints(min_length=2, max_length=8, pattern=r"^[a-z]{2,3}$")]
+NotificationId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{24}$")]
+Title = Annotated[str, StringConstraints(min_length=1, max_length=300)]
+Body = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
+class Strict(BaseModel):
+    """No coercion (a number is not a string) and no unknown fields."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ActorIn(Strict):
+    id: UserId
+    name: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class PublishIn(Strict):
+    """A producer's request to notify users."""
+
+    recipients: Annotated[list[UserId], Field(min_length=1, max_length=MAX_RECIPIENTS)] | None = None
+    topic: TopicName | None = None
+    type: NotificationType
+    actor: ActorIn | None = None
+    title: Title | dict[LangCode, Title] | None = Field(
+        default=None, description="Overrides the catalogue title; a string, or one per language."
+    )
+    body: Body | dict[LangCode, Body] | None = None
+    url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^(/|https?://)")] | None = None
+    data: dict[str, Any] | None = Field(default=None, description="Any JSON object, at most 16 KiB.")
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+    @model_validator(mode="after")
+    def _one_audience(self) -> "PublishIn":
+        if (self.recipients is None) == (self.topic is None):
+            raise ValueError("give exactly one of recipients or topic")
+        return self
+
+    @field_validator("data")
+    @classmethod
+    def _small_data(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(orjson.dumps(value)) > MAX_DATA_BYTES:
+            raise ValueError(f"data must be at most {MAX_DATA_BYTES} bytes of JSON")
+        return value
+
+
+class PublishedItem(BaseModel):
+    id: str
+    recipient: str
+
+
+class PublishOut(BaseModel):
+    notifications: list[PublishedItem]
+
+
+class IdsIn(Strict):
+    ids: Annotated[list[NotificationId], Field(min_length=1, max_length=1000)]
+
+
+class ActorOut(BaseModel):
+    id: str
+    name: str | None
+
+
+class NotificationOut(BaseModel):
+    """A notification, rendered in the reader's language."""
+
+    id: str
+    type: str
+    recipient: str
+    actor: ActorOut | None
+    title: str
+    body: str | None
+    url: str | None
+    data: dict[str, Any]
+    read: bool
+    created_at: str = Field(description="ISO 8601, UTC, milliseconds")
+
+
+class PageOut(BaseModel):
+    notifications: list[NotificationOut]
+    next_cursor: str | None
+
+
+class UnreadCountOut(BaseModel):
+    unread_count: int
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+class HealthOut(BaseModel):
+    status: str
+    checks: dict[str, str] | None = None

@@ -1,0 +1,104 @@
+"""HTTP views: parse, call the service, shape the answer."""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from shared.i18n import negotiate
+from shared.ids import parse_id, parse_ids
+from shared.models import Actor, Draft
+from shared.service import fingerprint
+
+from .auth import require_service, require_user
+from .keys import RENDERER, RUNTIME, SETTINGS
+from .respond import json_response, parse_body, query_bool, query_int
+from .schemas import IdsIn, PublishIn
+
+
+def _params(data: dict[str, Any] | None) -> dict[str, Any]:
+    # Catalogue templates may use any top-level scalar of `data`.
+    return {k: v for k, v in (data or {}).items() if isinstance(v, str | int | float) and not isinstance(v, bool)}
+
+
+async def publish(request: web.Request) -> web.Response:
+    """POST /v1/notifications: store and deliver one notification per recipient."""
+    require_service(request)
+    body = await parse_body(request, PublishIn)
+    source = f"key:{body.idempotency_key}" if body.idempotency_key else None
+    draft = Draft(
+        type=body.type,
+        recipients=tuple(body.recipients or ()),
+        topic=body.topic,
+        actor=Actor(id=body.actor.id, name=body.actor.name) if body.actor else None,
+        title=body.title,
+        body=body.body,
+        url=body.url,
+        params=_params(body.data),
+        data=body.data or {},
+        source=source,
+        fingerprint=fingerprint(body.model_dump(exclude={"idempotency_key"})) if source else None,
+    )
+    result = await request.app[RUNTIME].service.publish(draft)
+    return json_response(
+        {"notifications": [{"id": i, "recipient": r} for i, r in result.notifications]},
+        status=201 if result.created else 200,
+    )
+
+
+def _lang(request: web.Request) -> str:
+    return negotiate(request.headers.get("Accept-Language"), request.app[SETTINGS].default_lang)
+
+
+async def list_mine(request: web.Request) -> web.Response:
+    """GET /v1/me/notifications: the caller's inbox, newest first."""
+    user = require_user(request)
+    page = await request.app[RUNTIME].service.page(
+        user.id,
+        cursor=request.query.get("cursor"),
+        limit=query_int(request, "limit"),
+        unread_only=query_bool(request, "unread_only"),
+    )
+    lang = _lang(request)
+    render = request.app[RENDERER].render
+    return json_response(
+        {"notifications": [render(n, lang) for n in page.notifications], "next_cursor": page.next_cursor}
+    )
+
+
+async def unread_count(request: web.Request) -> web.Response:
+    """GET /v1/me/notifications/unread-count."""
+    user = require_user(request)
+    return json_response({"unread_count": await request.app[RUNTIME].service.unread_count(user.id)})
+
+
+async def mark_read(request: web.Request) -> web.Response:
+    """POST /v1/me/notifications/read: mark some of the caller's notifications read."""
+    user = require_user(request)
+    body = await parse_body(request, IdsIn)
+    count = await request.app[RUNTIME].service.mark_read(user.id, parse_ids(body.ids))
+    return json_response({"unread_count": count})
+
+
+async def mark_all_read(request: web.Request) -> web.Response:
+    """POST /v1/me/notifications/read-all."""
+    user = require_user(request)
+    return json_response({"unread_count": await request.app[RUNTIME].service.mark_all_read(user.id)})
+
+
+async def delete(request: web.Request) -> web.Response:
+    """DELETE /v1/me/notifications/{id}: 404 unless it is the caller's."""
+    user = require_user(request)
+    await request.app[RUNTIME].service.delete(user.id, parse_id(request.match_info["id"]))
+    return web.Response(status=204)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """GET /readyz: 200 only when every backing service answers; else 503 naming what is down."""
+    checks = await request.app[RUNTIME].health()
+    down = sorted(name for name, ok in checks.items() if not ok)
+    body: dict[str, Any] = {"status": "ok" if not down else "unavailable",
+                            "checks": {name: "ok" if ok else "down" for name, ok in checks.items()}}
+    if down:
+        body["error"] = {"code": "unavailable", "message": "down: " + ", ".join(down)}
+    return json_response(body, status=503 if down else 200)

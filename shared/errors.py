@@ -1,0 +1,79 @@
+"""The table of coded errors shared by the API, the socket workers and the ingest worker."""
+from __future__ import annotations
+
+
+class HubError(Exception):
+    """A failure that clients see as ``{"error": {"code", "message"}}``."""
+
+    code = "internal"
+    status = 400
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        """The contract's error shape."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class InvalidRequest(HubError):
+    code = "invalid_request"
+    status = 400
+
+
+class InvalidJSON(InvalidRequest):
+    code = "invalid_json"
+
+
+class Unauthorized(HubError):
+    code = "unauthorized"
+    status = 401
+
+
+class TokenExpired(Unauthorized):
+    code = "token_expired"
+
+
+class Forbidden(HubError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(HubError):
+    code = "not_found"
+    status = 404
+
+
+class MethodNotAllowed(HubError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class Conflict(HubError):
+    code = "conflict"
+    status = 409
+
+
+class PayloadTooLarge(HubError):
+    code = "payload_too_large"
+    status = 413
+
+
+class UnsupportedMediaType(HubError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class TooManyConnections(HubError):
+    code = "too_many_connections"
+    status = 429
+
+
+class Unavailable(HubError):
+    """A backing service does not answer; the request may be retried."""
+
+    code = "unavailable"
+    status = 503

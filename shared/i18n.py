@@ -1,0 +1,155 @@
+"""Languages and rendering: gettext catalogues (read with Babel) turn a stored notification
+into the title and body a reader sees in their language."""
+from __future__ import annotations
+
+import functools
+import gettext
+import io
+import pathlib
+import string
+from typing import Any
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+
+from .models import Notification, iso
+
+LOCALES_DIR = pathlib.Path(__file__).with_name("locales")
+DOMAIN = "notihub"
+# The notification types the contract names; each has a title and a body in every catalogue.
+KNOWN_TYPES = (
+    "post.created",
+    "comment.created",
+    "comment.replied",
+    "post.liked",
+    "user.followed",
+    "moderation.penalized",
+    "course.progressed",
+)
+
+
+def supported_languages() -> tuple[str, ...]:
+    """Languages that have a catalogue."""
+    return tuple(sorted(p.name for p in LOCALES_DIR.iterdir() if (p / "LC_MESSAGES" / f"{DOMAIN}.po").is_file()))
+
+
+@functools.cache
+def translations(lang: str) -> gettext.GNUTranslations:
+    """The compiled catalogue of one language (compiled in memory from its .po file)."""
+    with open(LOCALES_DIR / lang / "LC_MESSAGES" / f"{DOMAIN}.po", "rb") as fh:
+        catalog = read_po(fh, locale=lang, domain=DOMAIN)
+    buf = io.BytesIO()
+    write_mo(buf, catalog)
+    buf.seek(0)
+    return gettext.GNUTranslations(buf)
+
+
+def normalize_language(value: object, default: str) -> str:
+    """Map a language code such as ``ko-KR`` or ``en_US`` to a supported one, else ``default``."""
+    if isinstance(value, str) and 0 < len(value) <= 35:
+        primary = value.strip().replace("_", "-").split("-", 1)[0].lower()
+        if primary in supported_languages():
+            return primary
+    return default
+
+
+def negotiate(accept_language: str | None, default: str) -> str:
+    """Pick the best supported language from an Accept-Language header."""
+    if not accept_language:
+        return default
+    choices: list[tuple[float, int, str]] = []
+    for index, part in enumerate(accept_language.split(",")[:20]):
+        code, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                quality = 0.0
+        lang = normalize_language(code, "")
+        if lang and quality > 0:
+            choices.append((-quality, index, lang))
+    return min(choices)[2] if choices else default
+
+
+class _Missing(Exception):
+    pass
+
+
+class _StrictFormatter(string.Formatter):
+    """Formats ``{name}`` placeholders only from the given params; no attribute or index access."""
+
+    def get_field(self, field_name: str, args: Any, kwargs: dict[str, Any]) -> tuple[Any, str]:
+        if field_name not in kwargs or kwargs[field_name] in (None, ""):
+            raise _Missing(field_name)
+        return kwargs[field_name], field_name
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return str(value)
+
+
+_formatter = _StrictFormatter()
+
+
+def _fill(template: str, params: dict[str, Any]) -> str | None:
+    if not template:
+        return None
+    try:
+        return _formatter.format(template, **params) or None
+    except (_Missing, ValueError, IndexError):
+        return None
+
+
+def _override(value: str | dict[str, str] | None, lang: str, default: str) -> str | None:
+    if isinstance(value, dict):
+        return value.get(lang) or value.get(default) or next(iter(value.values()), None)
+    return value
+
+
+class Renderer:
+    """Renders notifications in a language; the one place that knows the catalogues."""
+
+    def __init__(self, *, default_lang: str) -> None:
+        self.default_lang = normalize_language(default_lang, "en")
+        self.languages = supported_languages()
+
+    def language(self, value: object) -> str:
+        """Normalise a language code, falling back to the default language."""
+        return normalize_language(value, self.default_lang)
+
+    def texts(self, notification: Notification, lang: str) -> tuple[str, str | None]:
+        """The title and body of a notification in ``lang``."""
+        tr = translations(lang)
+        params = dict(notification.params)
+        actor = notification.actor
+        params["actor"] = (actor.name or actor.id) if actor else tr.gettext("actor.someone")
+        kind = notification.type if notification.type in KNOWN_TYPES else "generic"
+        title = _override(notification.title, lang, self.default_lang)
+        if title is None:
+            title = _fill(tr.gettext(f"{kind}.title"), params) or tr.gettext("generic.title")
+        body = _override(notification.body, lang, self.default_lang)
+        if body is None:
+            body = _fill(tr.gettext(f"{kind}.body"), params)
+        return title, body
+
+    def render(
+        self, notification: Notification, lang: str, *, texts: tuple[str, str | None] | None = None
+    ) -> dict[str, Any]:
+        """The contract's Notification JSON in ``lang`` (``texts`` when already rendered)."""
+        title, body = texts or self.texts(notification, lang)
+        return {
+            "id": str(notification.id),
+            "type": notification.type,
+            "recipient": notification.recipient,
+            "actor": notification.actor.to_dict() if notification.actor else None,
+            "title": title,
+            "body": body,
+            "url": notification.url,
+            "data": notification.data,
+            "read": notification.read,
+            "created_at": iso(notification.created_at),
+        }
+
+    def unread_label(self, count: int, lang: str) -> str:
+        """``3 unread notifications`` with the language's plural rules."""
+        return translations(lang).ngettext("notifications.unread", "notifications.unread", count).format(count=count)

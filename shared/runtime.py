@@ -1,0 +1,70 @@
+"""Opening and closing the resources every notihub process shares."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+
+from .bus import EventBus
+from .service import NotificationService
+from .settings import Settings
+from .storage.idempotency import IdempotencyStore
+from .storage.mongo import connect, database
+from .storage.notifications import NotificationStore
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Runtime:
+    """Live clients and the service built on them."""
+
+    settings: Settings
+    mongo: AsyncMongoClient
+    db: AsyncDatabase
+    redis: aioredis.Redis
+    bus: EventBus
+    service: NotificationService
+
+    async def health(self, timeout: float = 2.0) -> dict[str, bool]:
+        """Whether each backing service answers, within ``timeout`` seconds."""
+
+        async def mongo_ok() -> bool:
+            await self.mongo.admin.command("ping")
+            return True
+
+        async def redis_ok() -> bool:
+            return bool(await self.redis.ping())
+
+        checks = {"mongodb": mongo_ok(), "redis": redis_ok()}
+        results: dict[str, bool] = {}
+        for name, check in checks.items():
+            try:
+                results[name] = await asyncio.wait_for(check, timeout)
+            except (asyncio.TimeoutError, PyMongoError, RedisError, OSError):
+                results[name] = False
+        return results
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings, *, app_name: str) -> AsyncIterator[Runtime]:
+    """Connect to MongoDB and Redis, make sure the indexes exist, and close both at the end."""
+    mongo = connect(settings, app_name=app_name)
+    redis = aioredis.from_url(settings.redis_url, health_check_interval=10, socket_connect_timeout=3)
+    try:
+        db = database(mongo, settings)
+        store = NotificationStore(db=db, retention_days=settings.retention_days)
+        idempotency = IdempotencyStore(db=db, keep_hours=settings.idempotency_hours)
+        await store.ensure_indexes()
+        await idempotency.ensure_indexes()
+        bus = EventBus(redis=redis, channel=f"{settings.channel_prefix}:events")
+        service = NotificationService(store=store, idempotency=idempotency, bus=bus)
+        yield Runtime(settings=settings, mongo=mongo, db=db, redis=redis, bus=bus, service=service)
+    finally:
+        await redis.aclose()
+        await mongo.close()

@@ -1,0 +1,136 @@
+"""The notification service: the domain operations behind HTTP, sockets and Kafka.
+
+It takes and returns plain dataclasses; it knows MongoDB and Redis only through the
+stores and the bus, and nothing of aiohttp or Socket.IO.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+
+import orjson
+from bson import ObjectId
+
+from .bus import Deleted, EventBus, ReadChanged
+from .errors import Conflict, InvalidRequest, NotFound
+from .ids import decode_cursor, encode_cursor
+from .models import Draft, Notification, Page, Published, Snapshot, utcnow
+from .storage.idempotency import IdempotencyStore
+from .storage.notifications import NotificationStore
+
+logger = logging.getLogger(__name__)
+
+
+def fingerprint(payload: object) -> str:
+    """A stable digest of a request, to tell a true repeat from a reused key."""
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class NotificationService:
+    """Publishes, lists and changes the read state of notifications."""
+
+    def __init__(
+        self,
+        *,
+        store: NotificationStore,
+        idempotency: IdempotencyStore,
+        bus: EventBus,
+        max_page: int = 100,
+        default_page: int = 20,
+    ) -> None:
+        self.store = store
+        self.idempotency = idempotency
+        self.bus = bus
+        self.max_page = max_page
+        self.default_page = default_page
+
+    async def publish(self, draft: Draft, recipients: Sequence[str] | None = None) -> Published:
+        """Store one notification per recipient (majority-acknowledged), then deliver the new ones."""
+        targets = list(dict.fromkeys(recipients if recipients is not None else draft.recipients))
+        repeat = False
+        if draft.source is not None:
+            first = await self.idempotency.claim(draft.source, draft.fingerprint or "")
+            if first is not None:
+                if first != (draft.fingerprint or ""):
+                    raise Conflict("this idempotency key was used for a different request")
+                repeat = True
+        now = utcnow()
+        notifications = [
+            Notification(
+                id=ObjectId(),
+                type=draft.type,
+                recipient=recipient,
+                actor=draft.actor,
+                created_at=now,
+                title=draft.title,
+                body=draft.body,
+                url=draft.url,
+                params=draft.params,
+                data=draft.data,
+                source=draft.source,
+            )
+            for recipient in targets
+        ]
+        # A repeat stores nothing twice: the unique (source, recipient) index skips what a
+        # first attempt stored, so only what it never stored (if it died midway) is new.
+        new = await self.store.insert(notifications)
+        if new:
+            await self.bus.deliver(new)
+        if draft.source is None:
+            result = [(str(n.id), n.recipient) for n in notifications]
+        else:
+            stored = dict((r, str(i)) for i, r in await self.store.by_source(draft.source))
+            result = [(stored[r], r) for r in targets if r in stored]
+        return Published(created=not repeat, notifications=result)
+
+    async def page(
+        self, user: str, *, cursor: str | None = None, limit: int | None = None, unread_only: bool = False
+    ) -> Page:
+        """One page of a user's inbox, newest first."""
+        limit = self.default_page if limit is None else limit
+        if not 1 <= limit <= self.max_page:
+            raise InvalidRequest(f"limit must be between 1 and {self.max_page}")
+        before = decode_cursor(cursor) if cursor is not None else None
+        items = await self.store.page(user, before=before, limit=limit + 1, unread_only=unread_only)
+        more = len(items) > limit
+        items = items[:limit]
+        return Page(items, encode_cursor(items[-1].id) if more else None)
+
+    async def unread_count(self, user: str) -> int:
+        """The user's exact unread count."""
+        return await self.store.unread_count(user)
+
+    async def snapshot(self, user: str, *, limit: int) -> Snapshot:
+        """Unread count and newest unread notifications, for a socket's init."""
+        items = await self.store.page(user, before=None, limit=limit, unread_only=True)
+        return Snapshot(await self.store.unread_count(user), items)
+
+    async def missed(self, user: str, since: ObjectId, *, limit: int) -> list[Notification] | None:
+        """Notifications newer than ``since``, oldest first; None when more than ``limit``."""
+        items = await self.store.after(user, since, limit=limit + 1)
+        return None if len(items) > limit else items
+
+    async def mark_read(self, user: str, ids: Sequence[ObjectId]) -> int:
+        """Mark some of the user's notifications read and tell all of the user's sockets."""
+        changed = await self.store.mark_read(user, ids)
+        count = await self.store.unread_count(user)
+        if changed:
+            await self.bus.publish(ReadChanged(user=user, ids=[str(i) for i in changed], all=False, unread_count=count))
+        return count
+
+    async def mark_all_read(self, user: str) -> int:
+        """Mark all of the user's notifications read and tell all of the user's sockets."""
+        changed = await self.store.mark_all_read(user)
+        count = await self.store.unread_count(user)
+        if changed:
+            await self.bus.publish(ReadChanged(user=user, ids=[], all=True, unread_count=count))
+        return count
+
+    async def delete(self, user: str, id_: ObjectId) -> int:
+        """Delete one of the user's notifications; NotFound when it is not theirs."""
+        if not await self.store.delete(user, id_):
+            raise NotFound("no such notification")
+        count = await self.store.unread_count(user)
+        await self.bus.publish(Deleted(user=user, ids=[str(id_)], unread_count=count))
+        return count

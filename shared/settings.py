@@ -1,0 +1,116 @@
+"""Configuration: one frozen Settings built from NOTIHUB_* environment variables."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+
+logger = logging.getLogger(__name__)
+
+# Local defaults: good for `make run`, never for production (a warning says so).
+LOCAL_JWT_SECRET = "notihub-local-jwt-secret-change-me-0123456789"
+LOCAL_SERVICE_KEY = "notihub-local-service-key"
+
+
+class SettingsError(ValueError):
+    """A NOTIHUB_* variable has a value that cannot be used."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}")
+    return value
+
+
+def _list(raw: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every setting of every notihub process."""
+
+    mongo_url: str = "mongodb://127.0.0.1:27117/?replicaSet=rs0"
+    mongo_db: str = "notihub"
+    redis_url: str = "redis://127.0.0.1:6390/0"
+    kafka_bootstrap: str | None = None
+    channel_prefix: str = "notihub"
+
+    jwt_secret: str | None = LOCAL_JWT_SECRET
+    jwt_public_key: str | None = None
+    jwt_algorithm: str = "HS256"
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    service_keys: tuple[str, ...] = (LOCAL_SERVICE_KEY,)
+
+    default_lang: str = "en"
+    retention_days: int = 7
+    max_per_user: int = 1000
+    max_recipients: int = 10_000
+    max_data_bytes: int = 16 * 1024
+    max_body_bytes: int = 1024 * 1024
+    replay_limit: int = 500
+    init_limit: int = 20
+    max_connections_per_user: int = 50
+    idempotency_hours: int = 24
+    log_level: str = "INFO"
+
+    @property
+    def uses_local_secrets(self) -> bool:
+        """True when the built-in development secrets are in use."""
+        return self.jwt_secret == LOCAL_JWT_SECRET or LOCAL_SERVICE_KEY in self.service_keys
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read NOTIHUB_* variables; unset ones keep their local defaults."""
+        env = os.environ if env is None else env
+        defaults = cls()
+        public_key = env.get("NOTIHUB_JWT_PUBLIC_KEY") or None
+        if public_key and os.path.isfile(public_key):
+            with open(public_key, encoding="utf-8") as fh:
+                public_key = fh.read()
+        secret = env.get("NOTIHUB_JWT_SECRET") or (None if public_key else defaults.jwt_secret)
+        algorithm = env.get("NOTIHUB_JWT_ALGORITHM") or ("RS256" if public_key else "HS256")
+        if algorithm not in ("HS256", "RS256", "ES256"):
+            raise SettingsError("NOTIHUB_JWT_ALGORITHM must be HS256, RS256 or ES256")
+        if algorithm == "HS256" and not secret:
+            raise SettingsError("HS256 needs NOTIHUB_JWT_SECRET")
+        if algorithm != "HS256" and not public_key:
+            raise SettingsError(f"{algorithm} needs NOTIHUB_JWT_PUBLIC_KEY")
+        settings = cls(
+            mongo_url=env.get("NOTIHUB_MONGO_URL") or defaults.mongo_url,
+            mongo_db=env.get("NOTIHUB_MONGO_DB") or defaults.mongo_db,
+            redis_url=env.get("NOTIHUB_REDIS_URL") or defaults.redis_url,
+            kafka_bootstrap=env.get("NOTIHUB_KAFKA_BOOTSTRAP") or None,
+            channel_prefix=env.get("NOTIHUB_CHANNEL_PREFIX") or defaults.channel_prefix,
+            jwt_secret=secret,
+            jwt_public_key=public_key,
+            jwt_algorithm=algorithm,
+            jwt_audience=env.get("NOTIHUB_JWT_AUDIENCE") or None,
+            jwt_issuer=env.get("NOTIHUB_JWT_ISSUER") or None,
+            service_keys=_list(env.get("NOTIHUB_SERVICE_KEYS")) or defaults.service_keys,
+            default_lang=env.get("NOTIHUB_DEFAULT_LANG") or defaults.default_lang,
+            retention_days=_int(env, "NOTIHUB_RETENTION_DAYS", defaults.retention_days, 1),
+            max_per_user=_int(env, "NOTIHUB_MAX_PER_USER", defaults.max_per_user, 1),
+            max_connections_per_user=_int(
+                env, "NOTIHUB_MAX_CONNECTIONS_PER_USER", defaults.max_connections_per_user, 1
+            ),
+            log_level=(env.get("NOTIHUB_LOG_LEVEL") or defaults.log_level).upper(),
+        )
+        return settings
+
+    def warn_if_local(self) -> None:
+        """Log a warning when development secrets would reach production."""
+        if self.uses_local_secrets:
+            logger.warning(
+                "using the built-in local JWT secret or service key; "
+                "set NOTIHUB_JWT_SECRET and NOTIHUB_SERVICE_KEYS outside development"
+            )

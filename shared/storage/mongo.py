@@ -1,0 +1,34 @@
+"""The MongoDB client: PyMongo's native async API, reading from the primary."""
+from __future__ import annotations
+
+from pymongo import AsyncMongoClient, ReadPreference
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+from ..settings import Settings
+
+
+def connect(settings: Settings, *, app_name: str) -> AsyncMongoClient:
+    """A client whose reads go to the primary and whose writes wait for a majority."""
+    # Primary reads: a notification written a moment ago must never be missed through
+    # replica lag when a socket (re)connects.
+    return AsyncMongoClient(
+        settings.mongo_url,
+        appname=app_name,
+        read_preference=ReadPreference.PRIMARY,
+        w="majority",
+        serverSelectionTimeoutMS=5000,
+        connectTimeoutMS=3000,
+        tz_aware=True,
+    )
+
+
+def database(client: AsyncMongoClient, settings: Settings) -> AsyncDatabase:
+    """The notihub database with the read/write guarantees the service relies on."""
+    return client.get_database(
+        settings.mongo_db,
+        read_preference=ReadPreference.PRIMARY,
+        write_concern=WriteConcern(w="majority"),
+        read_concern=ReadConcern("local"),
+    )

@@ -1,0 +1,116 @@
+"""The notification repository: one document per recipient."""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from ..models import Notification
+
+_DUPLICATE_KEY = 11000
+_INSERT_BATCH = 1000
+
+
+class NotificationStore:
+    """Reads and writes the ``notifications`` collection; every query is served by an index."""
+
+    def __init__(self, *, db: AsyncDatabase, retention_days: int) -> None:
+        self._coll = db["notifications"]
+        self._retention = dt.timedelta(days=retention_days)
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes every query below relies on (idempotent)."""
+        await self._coll.create_indexes(
+            [
+                # Inbox pages, replay after `since`, deletes: newest first per recipient.
+                IndexModel([("recipient", ASCENDING), ("_id", DESCENDING)], name="recipient_id"),
+                # Unread badge and unread-only pages.
+                IndexModel(
+                    [("recipient", ASCENDING), ("read", ASCENDING), ("_id", DESCENDING)],
+                    name="recipient_read_id",
+                ),
+                # A repeated request or event stores nothing twice.
+                IndexModel(
+                    [("source", ASCENDING), ("recipient", ASCENDING)],
+                    name="source_recipient",
+                    unique=True,
+                    partialFilterExpression={"source": {"$exists": True}},
+                ),
+                IndexModel(
+                    [("created_at", ASCENDING)],
+                    name="retention",
+                    expireAfterSeconds=int(self._retention.total_seconds()),
+                ),
+            ]
+        )
+
+    async def insert(self, notifications: Sequence[Notification]) -> list[Notification]:
+        """Store notifications in batches; return those that were new (repeats are skipped)."""
+        inserted: list[Notification] = []
+        for start in range(0, len(notifications), _INSERT_BATCH):
+            batch = notifications[start : start + _INSERT_BATCH]
+            try:
+                await self._coll.insert_many([n.to_document() for n in batch], ordered=False)
+                inserted.extend(batch)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                    raise
+                duplicates = {e["index"] for e in errors}
+                inserted.extend(n for i, n in enumerate(batch) if i not in duplicates)
+        return inserted
+
+    async def by_source(self, source: str) -> list[tuple[ObjectId, str]]:
+        """Ids and recipients stored for one idempotency source."""
+        cursor = self._coll.find({"source": source}, {"_id": 1, "recipient": 1}).hint("source_recipient")
+        return [(doc["_id"], doc["recipient"]) async for doc in cursor]
+
+    async def page(
+        self, recipient: str, *, before: ObjectId | None, limit: int, unread_only: bool
+    ) -> list[Notification]:
+        """Up to ``limit`` notifications older than ``before``, newest first."""
+        query: dict[str, Any] = {"recipient": recipient}
+        if unread_only:
+            query["read"] = False
+        if before is not None:
+            query["_id"] = {"$lt": before}
+        cursor = self._coll.find(query).sort("_id", DESCENDING).limit(limit)
+        return [Notification.from_document(doc) async for doc in cursor]
+
+    async def after(self, recipient: str, after: ObjectId, *, limit: int) -> list[Notification]:
+        """Up to ``limit`` notifications newer than ``after``, oldest first."""
+        cursor = (
+            self._coll.find({"recipient": recipient, "_id": {"$gt": after}})
+            .sort("_id", ASCENDING)
+            .limit(limit)
+        )
+        return [Notification.from_document(doc) async for doc in cursor]
+
+    async def unread_count(self, recipient: str) -> int:
+        """How many unread notifications a recipient has."""
+        return await self._coll.count_documents({"recipient": recipient, "read": False})
+
+    async def mark_read(self, recipient: str, ids: Sequence[ObjectId]) -> list[ObjectId]:
+        """Mark some of a recipient's notifications read; return the ids that changed."""
+        query = {"recipient": recipient, "_id": {"$in": list(ids)}, "read": False}
+        changed = [doc["_id"] async for doc in self._coll.find(query, {"_id": 1})]
+        if changed:
+            await self._coll.update_many(
+                {"recipient": recipient, "_id": {"$in": changed}, "read": False}, {"$set": {"read": True}}
+            )
+        return changed
+
+    async def mark_all_read(self, recipient: str) -> int:
+        """Mark every notification of a recipient read; return how many changed."""
+        result = await self._coll.update_many({"recipient": recipient, "read": False}, {"$set": {"read": True}})
+        return result.modified_count
+
+    async def delete(self, recipient: str, id_: ObjectId) -> bool:
+        """Delete one of a recipient's notifications; False when there is no such one."""
+        result = await self._coll.delete_one({"recipient": recipient, "_id": id_})
+        return result.deleted_count == 1

@@ -1,0 +1,85 @@
+"""User tokens: verifying the JWTs that clients present, and minting local ones."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jwt
+
+from .errors import TokenExpired, Unauthorized
+from .settings import Settings
+
+_MAX_TOKEN_LENGTH = 8192
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class User:
+    """The authenticated caller of a user endpoint or socket."""
+
+    id: str
+    name: str | None = None
+    roles: tuple[str, ...] = ()
+
+
+class TokenVerifier:
+    """Checks user JWTs with the one algorithm the configuration pins."""
+
+    def __init__(self, *, settings: Settings) -> None:
+        self._algorithm = settings.jwt_algorithm
+        self._key = settings.jwt_secret if self._algorithm == "HS256" else settings.jwt_public_key
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+
+    def verify(self, token: object) -> User:
+        """Return the user a token names, or raise Unauthorized / TokenExpired."""
+        if not isinstance(token, str) or not token:
+            raise Unauthorized("a user token is required")
+        if len(token) > _MAX_TOKEN_LENGTH:
+            raise Unauthorized("the token is too long")
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                # Pinned: "none" and every other algorithm are refused.
+                algorithms=[self._algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["sub", "exp"], "verify_aud": self._audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenExpired("the token has expired") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from None
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > 128:
+            raise Unauthorized("the token's sub must be a non-empty string")
+        name = claims.get("name")
+        roles = claims.get("roles") or ()
+        if not isinstance(roles, list | tuple) or not all(isinstance(r, str) for r in roles):
+            raise Unauthorized("the token's roles must be a list of strings")
+        return User(id=sub, name=name if isinstance(name, str) else None, roles=tuple(roles))
+
+
+def mint(
+    settings: Settings,
+    *,
+    sub: str,
+    name: str | None = None,
+    roles: tuple[str, ...] = (),
+    ttl: int = 3600,
+    now: float | None = None,
+) -> str:
+    """Mint an HS256 user token with the configured secret (development and tests)."""
+    if not settings.jwt_secret:
+        raise ValueError("minting needs NOTIHUB_JWT_SECRET (HS256)")
+    issued = int(now if now is not None else time.time())
+    claims: dict[str, object] = {"sub": sub, "iat": issued, "exp": issued + ttl}
+    if name:
+        claims["name"] = name
+    if roles:
+        claims["roles"] = list(roles)
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")

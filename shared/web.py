@@ -1,0 +1,41 @@
+"""aiohttp pieces shared by the API and the socket workers (edges only, never the service)."""
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Logs method, path and status; never the query string, which may carry a token."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %s %.1fms", request.remote, request.method, request.path, response.status, time * 1000
+        )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text of this process."""
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+def run(app: web.Application, *, host: str, port: int) -> None:
+    """Serve an app with the redacting access log."""
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("notihub.access"),
+        print=None,
+        handle_signals=True,
+        shutdown_timeout=5,
+    )

@@ -1,0 +1,36 @@
+"""Run one socket worker: python -m socket_server --port 8200 --worker-id w0."""
+from __future__ import annotations
+
+import argparse
+import re
+
+from shared import logs
+from shared.settings import Settings
+from shared.web import run
+
+from .app import create_app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and serve Socket.IO until SIGINT/SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="python -m socket_server",
+        description="notihub socket worker (Socket.IO namespace /notifications). "
+        "Configuration comes from NOTIHUB_* environment variables (see README).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8200, help="port to listen on (default 8200)")
+    parser.add_argument("--worker-id", default="w0",
+                        help="this worker's id, w<number>; session ids start with it so the load "
+                        "balancer can route a session back to its worker (default w0)")
+    args = parser.parse_args(argv)
+    if not re.fullmatch(r"w[0-9]+", args.worker_id):
+        parser.error("--worker-id must look like w0, w1, …")
+    settings = Settings.from_env()
+    logs.setup(settings.log_level, name=args.worker_id)
+    settings.warn_if_local()
+    run(create_app(settings, worker_id=args.worker_id), host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""A socket worker: create_app(settings, worker_id=…) builds it, for the server and the tests."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import socketio
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from shared import web as shared_web
+from shared.i18n import Renderer
+from shared.runtime import Runtime, open_runtime
+from shared.settings import Settings
+from shared.tokens import TokenVerifier
+
+from .engine import WorkerServer
+from .hub import Hub
+from .namespace import NAMESPACE, NotificationsNamespace
+from .presence import LEASE_SECONDS, Presence
+
+logger = logging.getLogger(__name__)
+
+RUNTIME = web.AppKey("runtime", Runtime)
+SIO = web.AppKey("sio", WorkerServer)
+HUB = web.AppKey("hub", Hub)
+BUS_READY = web.AppKey("bus_ready", asyncio.Event)
+
+
+def create_sio(settings: Settings, *, worker_id: str) -> WorkerServer:
+    """The Socket.IO server; every worker shares one Redis client manager."""
+    # The Redis manager lets any worker (or any process with a write-only manager) emit to
+    # rooms such as user:<id> on every worker; notifications travel on the event bus instead
+    # so that each worker renders them once per language for its own sockets.
+    manager = socketio.AsyncRedisManager(settings.redis_url, channel=f"{settings.channel_prefix}:socketio")
+    return WorkerServer(
+        worker_id=worker_id,
+        async_mode="aiohttp",
+        client_manager=manager,
+        cors_allowed_origins="*",  # authentication is by token, never by cookie
+        logger=False,
+        engineio_logger=False,
+    )
+
+
+async def _listen(runtime: Runtime, hub: Hub, ready: asyncio.Event) -> None:
+    async for event in runtime.bus.listen(ready=ready):
+        try:
+            await hub.handle(event)
+        except Exception:
+            logger.exception("failed to handle a bus event")
+
+
+async def _refresh_presence(presence: Presence, hub: Hub) -> None:
+    while True:
+        await asyncio.sleep(LEASE_SECONDS / 3)
+        try:
+            await presence.refresh(hub.sockets())
+        except (RedisError, OSError) as exc:
+            logger.warning("could not refresh socket leases: %s", exc)
+
+
+def create_app(settings: Settings, *, worker_id: str) -> web.Application:
+    """The worker's aiohttp application with Socket.IO at /socket.io/."""
+    app = web.Application()
+    sio = create_sio(settings, worker_id=worker_id)
+    sio.attach(app)
+    app[SIO] = sio
+    app[BUS_READY] = asyncio.Event()
+    renderer = Renderer(default_lang=settings.default_lang)
+
+    async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with open_runtime(settings, app_name=f"notihub-socket-{worker_id}") as runtime:
+            app[RUNTIME] = runtime
+
+            async def emit(event: str, data: object, sid: str) -> None:
+                # Local only: the bus already reached every worker.
+                await sio.emit(event, data, to=sid, namespace=NAMESPACE, ignore_queue=True)
+
+            hub = Hub(service=runtime.service, renderer=renderer, emit=emit,
+                      init_limit=settings.init_limit, replay_limit=settings.replay_limit)
+            app[HUB] = hub
+            presence = Presence(redis=runtime.redis, prefix=settings.channel_prefix,
+                                limit=settings.max_connections_per_user)
+            sio.register_namespace(NotificationsNamespace(
+                hub=hub, service=runtime.service, verifier=TokenVerifier(settings=settings),
+                renderer=renderer, presence=presence, default_lang=renderer.default_lang,
+            ))
+            tasks = [asyncio.create_task(_listen(runtime, hub, app[BUS_READY])),
+                     asyncio.create_task(_refresh_presence(presence, hub))]
+            # Serve only once live events can reach us.
+            await asyncio.wait_for(app[BUS_READY].wait(), 10)
+            yield
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await sio.shutdown()
+
+    app.cleanup_ctx.append(runtime_ctx)
+    app.router.add_get("/healthz", shared_web.healthz)
+    app.router.add_get("/metrics", shared_web.metrics)
+    return app

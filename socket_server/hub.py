@@ -1,0 +1,198 @@
+"""The hub: this worker's open sockets, and what each of them has been sent.
+
+Events come in from the bus through ``handle``; the hub never talks to Redis itself.
+Each socket is first *synced* (``init``, then what it missed since ``since``) while
+live notifications for it are held back; the held ones are then sent unless the sync
+already sent them. That is how a reconnecting client loses nothing and sees nothing twice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import orjson
+from bson import ObjectId
+
+from shared import metrics
+from shared.bus import Deleted, Delivered, Event, Gap, ReadChanged
+from shared.i18n import Renderer
+from shared.models import Notification
+from shared.service import NotificationService
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[str, Any, str], Awaitable[None]]
+
+
+@dataclasses.dataclass(eq=False)
+class Connection:
+    """One open socket of one user."""
+
+    sid: str
+    user: str
+    lang: str
+    since: ObjectId
+    syncing: bool = True
+    # Live events that arrived while syncing: notifications, and (event, data) pairs.
+    held: deque[Notification | tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=deque)
+
+
+class Hub:
+    """Local sockets by user; renders each notification in each socket's language."""
+
+    def __init__(self, *, service: NotificationService, renderer: Renderer, emit: Emit,
+                 init_limit: int, replay_limit: int) -> None:
+        self._service = service
+        self._renderer = renderer
+        self._emit = emit
+        self._init_limit = init_limit
+        self._replay_limit = replay_limit
+        self._by_sid: dict[str, Connection] = {}
+        self._by_user: dict[str, set[Connection]] = defaultdict(set)
+
+    def __len__(self) -> int:
+        return len(self._by_sid)
+
+    def sockets(self) -> list[tuple[str, str]]:
+        """(user, sid) of every open socket."""
+        return [(c.user, c.sid) for c in self._by_sid.values()]
+
+    def attach(self, sid: str, *, user: str, lang: str) -> Connection:
+        """Register a socket that passed authentication; it holds live events until synced."""
+        # Until a sync says otherwise, this socket has everything up to its connect time.
+        conn = Connection(sid=sid, user=user, lang=lang, since=ObjectId())
+        self._by_sid[sid] = conn
+        self._by_user[user].add(conn)
+        metrics.SOCKETS.set(len(self._by_sid))
+        return conn
+
+    def detach(self, sid: str) -> Connection | None:
+        """Forget a closed socket."""
+        conn = self._by_sid.pop(sid, None)
+        if conn is not None:
+            peers = self._by_user[conn.user]
+            peers.discard(conn)
+            if not peers:
+                del self._by_user[conn.user]
+        metrics.SOCKETS.set(len(self._by_sid))
+        return conn
+
+    def connection(self, sid: str) -> Connection | None:
+        """The connection of a socket id, if it is open here."""
+        return self._by_sid.get(sid)
+
+    async def sync(self, conn: Connection, *, since: ObjectId | None, since_error: str | None = None) -> None:
+        """Send ``init``, then what was missed since ``since``, then whatever was held."""
+        sent: set[ObjectId] = set()
+        try:
+            snapshot = await self._service.snapshot(conn.user, limit=self._init_limit)
+            await self._emit("init", {
+                "user_id": conn.user,
+                "lang": conn.lang,
+                "unread_count": snapshot.unread_count,
+                "notifications": [self._renderer.render(n, conn.lang) for n in snapshot.notifications],
+            }, conn.sid)
+            if since_error is not None:
+                await self._emit("resync_required", {"reason": since_error}, conn.sid)
+            elif since is not None:
+                await self._replay(conn, since, sent)
+            else:
+                # Without `since`, init is the client's state: held ones already in it are not new.
+                sent.update(n.id for n in snapshot.notifications)
+        finally:
+            await self._release(conn, sent)
+
+    async def catch_up(self) -> None:
+        """After a bus gap, send every socket what it may have missed meanwhile."""
+        for conn in list(self._by_sid.values()):
+            if conn.syncing or conn.sid not in self._by_sid:
+                continue
+            conn.syncing = True
+            sent: set[ObjectId] = set()
+            try:
+                await self._replay(conn, conn.since, sent)
+            except Exception:
+                logger.exception("catch-up failed for socket %s", conn.sid)
+            finally:
+                await self._release(conn, sent)
+
+    async def _replay(self, conn: Connection, since: ObjectId, sent: set[ObjectId]) -> None:
+        missed = await self._service.missed(conn.user, since, limit=self._replay_limit)
+        if missed is None:
+            await self._emit("resync_required", {"reason": "too_many_missed"}, conn.sid)
+            return
+        for notification in missed:
+            await self._send(conn, notification, "replay")
+            sent.add(notification.id)
+
+    async def _release(self, conn: Connection, sent: set[ObjectId]) -> None:
+        # Held notifications may grow while we send: drain until empty, then go live
+        # without an await in between so nothing can slip past.
+        while conn.held:
+            item = conn.held.popleft()
+            if conn.sid not in self._by_sid:
+                continue
+            if isinstance(item, Notification):
+                if item.id not in sent:
+                    await self._send(conn, item, "live")
+            else:
+                await self._emit(item[0], item[1], conn.sid)
+        conn.syncing = False
+
+    async def _send(self, conn: Connection, notification: Notification, path: str,
+                    rendered: dict[str, Any] | None = None) -> None:
+        await self._emit("notification", rendered or self._renderer.render(notification, conn.lang), conn.sid)
+        if notification.id > conn.since:
+            conn.since = notification.id
+        metrics.DELIVERED.labels(path).inc()
+
+    async def handle(self, event: Event | Gap) -> None:
+        """Apply one bus event to the local sockets."""
+        if isinstance(event, Delivered):
+            metrics.BUS_MESSAGES.labels("delivered").inc()
+            await self._deliver(event.notifications)
+        elif isinstance(event, ReadChanged):
+            metrics.BUS_MESSAGES.labels("read").inc()
+            await self._broadcast(event.user, "notifications_read",
+                                  {"ids": event.ids, "all": event.all, "unread_count": event.unread_count})
+        elif isinstance(event, Deleted):
+            metrics.BUS_MESSAGES.labels("deleted").inc()
+            await self._broadcast(event.user, "notifications_deleted",
+                                  {"ids": event.ids, "unread_count": event.unread_count})
+        elif isinstance(event, Gap):
+            metrics.BUS_MESSAGES.labels("gap").inc()
+            await self.catch_up()
+
+    async def _deliver(self, notifications: Iterable[Notification]) -> None:
+        # One producer request yields many notifications with the same texts: render
+        # each text once per language, then only swap in the per-recipient fields.
+        texts: dict[tuple[bytes, str], tuple[str, str | None]] = {}
+        for notification in notifications:
+            conns = self._by_user.get(notification.recipient)
+            if not conns:
+                continue
+            metrics.DELIVERY_SECONDS.observe(max(0.0, time.time() - notification.created_at.timestamp()))
+            content = orjson.dumps([notification.type, notification.actor and notification.actor.to_dict(),
+                                    notification.title, notification.body, notification.params],
+                                   option=orjson.OPT_SORT_KEYS)
+            for conn in list(conns):
+                if conn.syncing:
+                    conn.held.append(notification)
+                    continue
+                key = (content, conn.lang)
+                if key not in texts:
+                    texts[key] = self._renderer.texts(notification, conn.lang)
+                rendered = self._renderer.render(notification, conn.lang, texts=texts[key])
+                await self._send(conn, notification, "live", rendered)
+
+    async def _broadcast(self, user: str, event: str, data: dict[str, Any]) -> None:
+        for conn in list(self._by_user.get(user, ())):
+            if conn.syncing:
+                # After init, so the count it carries is never overwritten by an older one.
+                conn.held.append((event, data))
+            else:
+                await self._emit(event, data, conn.sid)

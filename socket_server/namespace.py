@@ -1,0 +1,141 @@
+"""The /notifications namespace: handshake authentication and acknowledged events."""
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import socketio
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+
+from shared import metrics
+from shared.errors import HubError, InvalidRequest, TooManyConnections, Unavailable
+from shared.i18n import Renderer, negotiate
+from shared.ids import parse_id, parse_ids
+from shared.service import NotificationService
+from shared.tokens import TokenVerifier
+
+from .hub import Hub
+from .presence import Presence
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "/notifications"
+
+
+def _first(query: dict[str, list[str]], *names: str) -> str | None:
+    for name in names:
+        values = query.get(name)
+        if values:
+            return values[0]
+    return None
+
+
+def acknowledged(handler: Callable[..., Awaitable[dict[str, Any]]]) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """Answer through the acknowledgement: ``{ok: true, …}`` or ``{ok: false, error}``."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: "NotificationsNamespace", sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+        try:
+            user = self.user_of(sid)
+            return {"ok": True, **await handler(self, sid, user, data)}
+        except HubError as exc:
+            return {"ok": False, **exc.to_dict()}
+        except (PyMongoError, RedisError):
+            logger.exception("a backing service failed during %s", handler.__name__)
+            return {"ok": False, **Unavailable("a backing service is unavailable; try again").to_dict()}
+
+    return wrapper
+
+
+class NotificationsNamespace(socketio.AsyncNamespace):
+    """Authenticates sockets, hands them to the hub, and serves their requests."""
+
+    def __init__(self, *, hub: Hub, service: NotificationService, verifier: TokenVerifier,
+                 renderer: Renderer, presence: Presence, default_lang: str) -> None:
+        super().__init__(NAMESPACE)
+        self.hub = hub
+        self.service = service
+        self.verifier = verifier
+        self.renderer = renderer
+        self.presence = presence
+        self.default_lang = default_lang
+
+    def user_of(self, sid: str) -> str:
+        conn = self.hub.connection(sid)
+        if conn is None:
+            raise HubError("this socket is not connected", code="unauthorized")
+        return conn.user
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        """Refuse with ``{code, message}``, or attach the socket and start its sync."""
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        auth = auth if isinstance(auth, dict) else {}
+        token = auth.get("token") or _first(query, "token")
+        requested = auth.get("lang") or _first(query, "content-language", "lang")
+        lang = (self.renderer.language(requested) if requested
+                else negotiate(environ.get("HTTP_ACCEPT_LANGUAGE"), self.default_lang))
+        since_raw = auth.get("since") or _first(query, "since")
+        try:
+            user = self.verifier.verify(token)
+            if not await self.presence.admit(user.id, sid):
+                raise TooManyConnections("this user has too many open connections")
+        except HubError as exc:
+            metrics.CONNECTS_REFUSED.labels(exc.code).inc()
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": exc.code, "message": exc.message})
+        since, since_error = None, None
+        if since_raw is not None:
+            try:
+                since = parse_id(since_raw, field="since")
+            except InvalidRequest:
+                since_error = "invalid_since"
+        await self.enter_room(sid, f"user:{user.id}")
+        conn = self.hub.attach(sid, user=user.id, lang=lang)
+        # After this handler returns the server sends CONNECT; the sync's first emit
+        # (after a MongoDB read) always follows it.
+        self.server.start_background_task(self._sync, conn, since, since_error)
+
+    async def _sync(self, conn, since, since_error) -> None:
+        try:
+            await self.hub.sync(conn, since=since, since_error=since_error)
+        except Exception:
+            logger.exception("sync failed; disconnecting socket %s so that it reconnects", conn.sid)
+            await self.disconnect(conn.sid)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        conn = self.hub.detach(sid)
+        if conn is not None:
+            await self.presence.release(conn.user, sid)
+
+    @acknowledged
+    async def on_mark_read(self, sid: str, user: str, data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise InvalidRequest("send {ids: [...]}")
+        ids = parse_ids(data.get("ids"))
+        return {"unread_count": await self.service.mark_read(user, ids)}
+
+    @acknowledged
+    async def on_mark_all_read(self, sid: str, user: str, data: Any) -> dict[str, Any]:
+        if data is not None and not isinstance(data, dict):
+            raise InvalidRequest("send {} or nothing")
+        return {"unread_count": await self.service.mark_all_read(user)}
+
+    @acknowledged
+    async def on_list(self, sid: str, user: str, data: Any) -> dict[str, Any]:
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise InvalidRequest("send {cursor?, limit?, unread_only?}")
+        cursor, limit, unread_only = data.get("cursor"), data.get("limit"), data.get("unread_only", False)
+        if cursor is not None and not isinstance(cursor, str):
+            raise InvalidRequest("cursor must be a string")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
+            raise InvalidRequest("limit must be a whole number")
+        if not isinstance(unread_only, bool):
+            raise InvalidRequest("unread_only must be true or false")
+        page = await self.service.page(user, cursor=cursor, limit=limit, unread_only=unread_only)
+        lang = self.hub.connection(sid).lang
+        return {"notifications": [self.renderer.render(n, lang) for n in page.notifications],
+                "next_cursor": page.next_cursor}
