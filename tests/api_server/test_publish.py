@@ -1,0 +1,112 @@
+"""POST /v1/notifications: the producer endpoint, its idempotency and every way to get it wrong."""
+import pytest
+
+from ..conftest import SERVICE_KEY
+
+BIG = {"blob": "x" * (16 * 1024)}
+
+
+async def test_publish_and_repeat_with_idempotency_key(hub, js):
+    user = hub.new_user()
+    sock = await hub.connect(js, "s", user)
+    await sock.wait_for("init")
+    payload = dict(type_="post.liked", actor={"id": "a", "name": "Kim"}, idempotency_key=hub.new_user("key"))
+    status, first = await hub.publish([user], **payload)
+    assert status == 201
+    status, again = await hub.publish([user], **payload)
+    assert status == 200 and again == first
+    # Fence: a later notification arrives, the repeat never did.
+    await hub.publish([user], "user.followed")
+    await sock.wait_for("notification", predicate=lambda n: n["type"] == "user.followed")
+    assert [n["type"] for n in sock.events("notification")] == ["post.liked", "user.followed"]
+
+
+async def test_reusing_a_key_for_another_request_is_a_conflict(hub):
+    key = hub.new_user("key")
+    assert (await hub.publish([hub.new_user()], idempotency_key=key))[0] == 201
+    status, body = await hub.publish([hub.new_user()], idempotency_key=key)
+    assert status == 409 and body["error"]["code"] == "conflict"
+
+
+async def test_any_configured_service_key_works(hub):
+    status, _ = await hub.request("POST", "/v1/notifications", json={"recipients": ["u"], "type": "a.b"},
+                                  headers={"Authorization": "Bearer second-key"})
+    assert status == 201
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": SERVICE_KEY},
+                                     {"Authorization": "Basic " + SERVICE_KEY}])
+async def test_service_key_is_required(hub, headers):
+    status, body = await hub.request("POST", "/v1/notifications", json={"recipients": ["u"], "type": "a.b"},
+                                     headers=headers)
+    assert status == 401 and body["error"]["code"] == "unauthorized"
+
+
+async def test_a_user_token_is_not_a_service_key(hub):
+    status, _ = await hub.request("POST", "/v1/notifications", json={"recipients": ["u"], "type": "a.b"},
+                                  token=hub.token("u"))
+    assert status == 401
+
+
+BAD_BODIES = {
+    "empty recipients": {"recipients": [], "type": "a.b"},
+    "too many recipients": {"recipients": [f"u{i}" for i in range(10_001)], "type": "a.b"},
+    "operator as recipient": {"recipients": [{"$ne": None}], "type": "a.b"},
+    "operator as recipients": {"recipients": {"$ne": None}, "type": "a.b"},
+    "number as recipient": {"recipients": [1], "type": "a.b"},
+    "blank recipient": {"recipients": [""], "type": "a.b"},
+    "dollar recipient": {"recipients": ["$where"], "type": "a.b"},
+    "no audience": {"type": "a.b"},
+    "both audiences": {"recipients": ["u"], "topic": "t", "type": "a.b"},
+    "no type": {"recipients": ["u"]},
+    "bad type": {"recipients": ["u"], "type": "Not A Type"},
+    "type as number": {"recipients": ["u"], "type": 5},
+    "data too big": {"recipients": ["u"], "type": "a.b", "data": BIG},
+    "data not object": {"recipients": ["u"], "type": "a.b", "data": [1]},
+    "actor without id": {"recipients": ["u"], "type": "a.b", "actor": {"name": "x"}},
+    "actor id operator": {"recipients": ["u"], "type": "a.b", "actor": {"id": {"$gt": ""}}},
+    "title number": {"recipients": ["u"], "type": "a.b", "title": 3},
+    "url javascript": {"recipients": ["u"], "type": "a.b", "url": "javascript:alert(1)"},
+    "unknown field": {"recipients": ["u"], "type": "a.b", "priority": "high"},
+    "idempotency key number": {"recipients": ["u"], "type": "a.b", "idempotency_key": 7},
+    "array body": [{"recipients": ["u"], "type": "a.b"}],
+    "string body": "hello",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BODIES))
+async def test_bad_bodies_get_400_with_the_error_shape(hub, case):
+    status, body = await hub.request("POST", "/v1/notifications", json=BAD_BODIES[case], service=True)
+    assert status == 400, body
+    assert set(body) == {"error"} and body["error"]["code"] == "invalid_request" and body["error"]["message"]
+
+
+async def test_malformed_json(hub):
+    status, body = await hub.request("POST", "/v1/notifications", data=b'{"recipients": [',
+                                     headers={"Content-Type": "application/json"}, service=True)
+    assert status == 400 and body["error"]["code"] == "invalid_json"
+
+
+async def test_wrong_content_type(hub):
+    status, body = await hub.request("POST", "/v1/notifications", data=b"recipients=u",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"}, service=True)
+    assert status == 415 and body["error"]["code"] == "unsupported_media_type"
+
+
+async def test_oversized_body(hub):
+    status, body = await hub.request("POST", "/v1/notifications", data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+                                     headers={"Content-Type": "application/json"}, service=True)
+    assert status == 413 and body["error"]["code"] == "payload_too_large"
+
+
+async def test_duplicate_recipients_get_one_notification(hub):
+    user = hub.new_user()
+    status, body = await hub.publish([user, user, user])
+    assert status == 201 and len(body["notifications"]) == 1
+
+
+async def test_nothing_is_stored_for_rejected_requests(hub, runtime):
+    user = hub.new_user()
+    await hub.request("POST", "/v1/notifications", json={"recipients": [user], "type": "a.b", "data": BIG},
+                      service=True)
+    assert await runtime.db["notifications"].count_documents({"recipient": user}) == 0

@@ -1,0 +1,148 @@
+"""The test session's own stack: Redis, a MongoDB replica set with a delayed secondary, the API,
+two socket workers and nginx, on free ports under a temporary folder, stopped at the end."""
+from __future__ import annotations
+
+import os
+import random
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+
+from devstack.stack import Stack
+from shared.runtime import Runtime, open_runtime
+from shared.settings import Settings
+from shared.tokens import mint
+
+from .jsclient import JsBridge
+
+JWT_SECRET = "test-suite-secret-0123456789-0123456789-0123456789-0123456789"
+SERVICE_KEY = "test-suite-service-key"
+# The delayed member lags this long behind the primary, long enough to prove that a read
+# from a secondary right after a write misses it.
+SECONDARY_DELAY = 30
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite starts its own services: never let a developer's NOTIHUB_* reach them.
+    for key in [k for k in os.environ if k.startswith("NOTIHUB_")]:
+        del os.environ[key]
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    env = {
+        "NOTIHUB_PUBLIC_PORT": str(_free_run(1)),
+        "NOTIHUB_API_PORT": str(_free_run(1)),
+        "NOTIHUB_SOCKET_BASE_PORT": str(_free_run(2)),
+        "NOTIHUB_SOCKET_WORKERS": "2",
+        "NOTIHUB_REDIS_PORT": str(_free_run(1)),
+        "NOTIHUB_MONGO_BASE_PORT": str(_free_run(3)),
+        "NOTIHUB_MONGO_DELAYED_SECS": str(SECONDARY_DELAY),
+        "NOTIHUB_JWT_SECRET": JWT_SECRET,
+        "NOTIHUB_SERVICE_KEYS": f"{SERVICE_KEY},second-key",
+        "NOTIHUB_MAX_CONNECTIONS_PER_USER": "8",
+    }
+    stack = Stack(state_dir=tmp_path_factory.mktemp("stack"), env=env)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def _free_run(n: int) -> int:
+    """The first of ``n`` consecutive free ports, below the kernel's ephemeral range so that
+    no outgoing connection can take one between now and the server's bind."""
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - n)
+        if all(_port_free(base + i) for i in range(n)):
+            return base
+    raise RuntimeError("no run of free ports")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@pytest.fixture(scope="session")
+def settings(stack: Stack) -> Settings:
+    """The settings the stack's processes run with."""
+    return Settings.from_env(stack.child_env())
+
+
+@pytest.fixture(scope="session")
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """Direct access to the same MongoDB and Redis, for checks behind the API's back."""
+    async with open_runtime(settings, app_name="notihub-tests") as rt:
+        yield rt
+
+
+@pytest.fixture(scope="session")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+@pytest.fixture
+async def js(tmp_path) -> AsyncIterator[JsBridge]:
+    """The real socket.io-client, in Node."""
+    async with JsBridge(stderr_log=tmp_path / "node.stderr") as bridge:
+        yield bridge
+
+
+class Hub:
+    """What tests do through the public port: publish as a producer, act as users."""
+
+    def __init__(self, stack: Stack, settings: Settings, http: aiohttp.ClientSession) -> None:
+        self.stack = stack
+        self.settings = settings
+        self.http = http
+        self.url = stack.public_url
+        self.socket_url = f"{stack.public_url}/notifications"
+
+    @staticmethod
+    def new_user(prefix: str = "u") -> str:
+        """A user id no other test uses."""
+        return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+    def token(self, user: str, **kw) -> str:
+        return mint(self.settings, sub=user, **kw)
+
+    async def request(self, method: str, path: str, *, json=None, data=None, headers=None, token=None,
+                      service: bool = False) -> tuple[int, object]:
+        headers = dict(headers or {})
+        if service:
+            headers.setdefault("Authorization", f"Bearer {SERVICE_KEY}")
+        if token:
+            headers.setdefault("Authorization", f"Bearer {token}")
+        async with self.http.request(method, self.url + path, json=json, data=data, headers=headers) as resp:
+            body = await resp.read()
+            if resp.content_type == "application/json":
+                return resp.status, await resp.json()
+            return resp.status, body
+
+    async def publish(self, recipients: list[str], type_: str = "comment.created", **fields) -> tuple[int, dict]:
+        payload = {"recipients": recipients, "type": type_, **fields}
+        return await self.request("POST", "/v1/notifications", json=payload, service=True)
+
+    async def connect(self, js: JsBridge, name: str, user: str, *, lang: str = "en",
+                      transports=("websocket",), since: str | None = None, use_auth: bool = False, **kw):
+        token = self.token(user)
+        if use_auth:
+            auth = {"token": token, "lang": lang, **({"since": since} if since else {})}
+            return await js.connect(name, self.socket_url, transports=list(transports), auth=auth, **kw)
+        query = {"token": token, "content-language": lang, **({"since": since} if since else {})}
+        return await js.connect(name, self.socket_url, transports=list(transports), query=query, **kw)
+
+
+@pytest.fixture(scope="session")
+def hub(stack: Stack, settings: Settings, http: aiohttp.ClientSession) -> Hub:
+    return Hub(stack, settings, http)

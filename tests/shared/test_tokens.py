@@ -1,0 +1,82 @@
+"""Token verification: the pinned algorithm, required claims, expiry, audience and issuer."""
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from shared.errors import TokenExpired, Unauthorized
+from shared.settings import Settings, SettingsError
+from shared.tokens import TokenVerifier, mint
+
+SECRET = "test-secret-0123456789-0123456789-abcdef"
+
+
+def hs(claims, key=SECRET, alg="HS256"):
+    return jwt.encode(claims, key, algorithm=alg)
+
+
+@pytest.fixture
+def verifier():
+    return TokenVerifier(settings=Settings(jwt_secret=SECRET))
+
+
+def test_valid_token(verifier):
+    user = verifier.verify(hs({"sub": "u1", "exp": time.time() + 60, "name": "Kim", "roles": ["instructor"]}))
+    assert (user.id, user.name, user.roles) == ("u1", "Kim", ("instructor",))
+
+
+@pytest.mark.parametrize("token", [
+    None, "", "x", "a.b.c", 42,
+    hs({"sub": "u1", "exp": time.time() + 60}, key="another-secret-0123456789-0123456789"),
+    hs({"exp": time.time() + 60}),
+    hs({"sub": "u1"}),
+    hs({"sub": "", "exp": time.time() + 60}),
+    hs({"sub": 5, "exp": time.time() + 60}),
+    hs({"sub": "u1", "exp": time.time() + 60}, alg="HS512"),
+    jwt.encode({"sub": "u1", "exp": time.time() + 60}, None, algorithm="none"),
+    hs({"sub": "u1", "exp": time.time() + 60, "roles": "admin"}),
+])
+def test_refused(verifier, token):
+    with pytest.raises(Unauthorized) as info:
+        verifier.verify(token)
+    assert info.value.code == "unauthorized"
+
+
+def test_expired(verifier):
+    with pytest.raises(TokenExpired) as info:
+        verifier.verify(hs({"sub": "u1", "exp": time.time() - 5}))
+    assert info.value.code == "token_expired"
+
+
+def test_audience_and_issuer_are_checked_when_set():
+    settings = Settings(jwt_secret=SECRET, jwt_audience="hub", jwt_issuer="lms")
+    v = TokenVerifier(settings=settings)
+    assert v.verify(mint(settings, sub="u1")).id == "u1"
+    for claims in ({"aud": "other", "iss": "lms"}, {"aud": "hub", "iss": "evil"}, {}):
+        with pytest.raises(Unauthorized):
+            v.verify(hs({"sub": "u1", "exp": time.time() + 60, **claims}))
+
+
+def test_rs256_pinned_refuses_hs256_signed_with_the_public_key():
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    settings = Settings.from_env({"NOTIHUB_JWT_PUBLIC_KEY": public_pem})
+    assert settings.jwt_algorithm == "RS256"
+    v = TokenVerifier(settings=settings)
+    good = jwt.encode({"sub": "u1", "exp": time.time() + 60}, private, algorithm="RS256")
+    assert v.verify(good).id == "u1"
+    with pytest.raises(Unauthorized):
+        v.verify(jwt.encode({"sub": "u1", "exp": time.time() + 60}, "x" * 32, algorithm="HS256"))
+
+
+def test_settings_reject_unusable_values():
+    with pytest.raises(SettingsError):
+        Settings.from_env({"NOTIHUB_RETENTION_DAYS": "soon"})
+    with pytest.raises(SettingsError):
+        Settings.from_env({"NOTIHUB_JWT_ALGORITHM": "none"})
+    with pytest.raises(SettingsError):
+        Settings.from_env({"NOTIHUB_JWT_ALGORITHM": "RS256"})
+    assert Settings.from_env({"NOTIHUB_SERVICE_KEYS": "a, b,"}).service_keys == ("a", "b")
