@@ -5,6 +5,7 @@ import base64
 import binascii
 
 from bson import ObjectId
+from bson.errors import InvalidId
 
 from .errors import InvalidRequest
 
@@ -16,7 +17,7 @@ def parse_id(value: object, *, field: str = "id") -> ObjectId:
     if isinstance(value, str) and len(value) == 24:
         try:
             return ObjectId(value)
-        except (TypeError, ValueError):
+        except (InvalidId, TypeError):
             pass
     raise InvalidRequest(f"{field} must be a notification id (24 hexadecimal characters)")
 
