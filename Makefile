@@ -1,0 +1,47 @@
+# Local development and test entry points. Everything runs from the repository root.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON3 ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stamp
+REQUIREMENTS := $(wildcard requirements*.txt)
+JS_DIR := tests/js
+JS_LOCK := $(wildcard $(JS_DIR)/package-lock.json)
+JS_STAMP := $(if $(JS_LOCK),$(JS_DIR)/node_modules/.stamp)
+PYTEST_ARGS ?=
+
+.PHONY: help install install-system run test clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON3) -m venv $(VENV)
+
+# Reinstall only when a requirements file changed since the last install.
+$(STAMP): $(REQUIREMENTS) | $(PY)
+	$(PY) -m pip install -r requirements-dev.txt
+	touch $@
+
+$(JS_DIR)/node_modules/.stamp: $(JS_DIR)/package-lock.json $(JS_DIR)/package.json
+	cd $(JS_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+install-system: $(STAMP) ## apt-get install redis-server and nginx-light when missing
+	$(PY) -m devstack install-system
+
+install: $(STAMP) install-system $(JS_STAMP) ## Python venv, system packages and the JS test client
+
+run: install ## start the local stack (Ctrl-C stops it)
+	$(PY) -m devstack run
+
+# pytest exits 5 when it collected nothing: for CI that is a failure, not a pass.
+test: install ## run the test suite (extra arguments: PYTEST_ARGS=...)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
+	exit $$rc
+
+clean: ## remove the local stack's data and logs
+	rm -rf .notihub

@@ -1,0 +1,1 @@
+"""Install and run the local notihub stack (Redis, MongoDB replica set, API, socket workers, nginx)."""

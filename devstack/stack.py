@@ -1,0 +1,262 @@
+"""The whole local stack, composed from NOTIHUB_* settings and started in order."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Mapping, Protocol
+
+from devstack.hub import REPO_ROOT, HubProcess
+from devstack.mongo import MongoReplicaSet
+from devstack.nginx import Nginx
+from devstack.ports import port_accepts
+from devstack.process import ManagedProcess
+from devstack.redis_server import RedisServer
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "NOTIHUB_PUBLIC_PORT": "8080",
+    "NOTIHUB_SOCKET_WORKERS": "2",
+    "NOTIHUB_API_PORT": "8100",
+    "NOTIHUB_SOCKET_BASE_PORT": "8200",
+    "NOTIHUB_REDIS_PORT": "6390",
+    "NOTIHUB_MONGO_BASE_PORT": "27117",
+}
+
+
+class Service(Protocol):
+    """What the stack needs from a backing service (Redis, MongoDB, later Kafka, ...)."""
+
+    name: str
+
+    @property
+    def env(self) -> dict[str, str]: ...  # variables exported to the application processes
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def _int(env: Mapping[str, str], key: str) -> int:
+    raw = env.get(key) or DEFAULTS[key]
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{key} must be an integer, got {raw!r}") from None
+
+
+class Stack:
+    """Redis, MongoDB, the API, the socket workers and nginx, started and stopped together."""
+
+    def __init__(self, *, state_dir: str | os.PathLike[str], env: Mapping[str, str]) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.log_dir = self.state_dir / "logs"
+        self.settings = dict(env)
+        self.public_port = _int(env, "NOTIHUB_PUBLIC_PORT")
+        self.api_port = _int(env, "NOTIHUB_API_PORT")
+        self.socket_base_port = _int(env, "NOTIHUB_SOCKET_BASE_PORT")
+        n_workers = _int(env, "NOTIHUB_SOCKET_WORKERS")
+        if n_workers < 1:
+            raise ValueError("NOTIHUB_SOCKET_WORKERS must be at least 1")
+        self.worker_ids = [f"w{i}" for i in range(n_workers)]
+        delayed = env.get("NOTIHUB_MONGO_DELAYED_SECS")
+
+        # Backing services, started in this order and stopped in reverse. A service given by
+        # URL (NOTIHUB_*_URL) is someone else's: it is neither started nor stopped here.
+        # Kafka and the ingest workers plug in here later as further entries.
+        self.redis: RedisServer | None = None
+        self.mongo: MongoReplicaSet | None = None
+        self.services: list[Service] = []
+        if not env.get("NOTIHUB_REDIS_URL"):
+            self.redis = RedisServer(
+                port=_int(env, "NOTIHUB_REDIS_PORT"),
+                data_dir=self.state_dir / "redis",
+                log_path=self.log_dir / "redis.log",
+            )
+            self.services.append(self.redis)
+        if not env.get("NOTIHUB_MONGO_URL"):
+            base = _int(env, "NOTIHUB_MONGO_BASE_PORT")
+            self.mongo = MongoReplicaSet(
+                ports=[base, base + 1, base + 2],
+                data_dir=self.state_dir / "mongo",
+                delayed_secs=int(delayed) if delayed else None,
+                log_dir=self.log_dir,
+            )
+            self.services.append(self.mongo)
+
+        self.api: HubProcess | None = None
+        self.socket_workers: dict[str, HubProcess] = {}
+        self.nginx: Nginx | None = None
+        self._started: list[object] = []
+
+    # -- environment ---------------------------------------------------------------------
+
+    def child_env(self) -> dict[str, str]:
+        """Environment of the application processes: os.environ + settings + service URLs."""
+        env = dict(os.environ)
+        env.update(self.settings)
+        for service in self.services:
+            env.update(service.env)
+        # Children log unbuffered so that a crash leaves its last lines in the log file.
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    # -- accessors -----------------------------------------------------------------------
+
+    @property
+    def public_url(self) -> str:
+        """The public entry (nginx)."""
+        return f"http://127.0.0.1:{self.public_port}"
+
+    @property
+    def api_url(self) -> str:
+        """The API server, bypassing nginx."""
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def worker_urls(self) -> dict[str, str]:
+        """Socket worker id -> its URL, bypassing nginx."""
+        return {wid: f"http://127.0.0.1:{self.socket_base_port + i}" for i, wid in enumerate(self.worker_ids)}
+
+    @property
+    def workers(self) -> dict[str, ManagedProcess]:
+        """Socket worker id -> its process."""
+        return {wid: hub.process for wid, hub in self.socket_workers.items()}
+
+    @property
+    def mongo_url(self) -> str:
+        """The MongoDB URL the application uses."""
+        return self.mongo.url if self.mongo else self.settings["NOTIHUB_MONGO_URL"]
+
+    @property
+    def redis_url(self) -> str:
+        """The Redis URL the application uses."""
+        return self.redis.url if self.redis else self.settings["NOTIHUB_REDIS_URL"]
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def ports(self) -> dict[int, str]:
+        """Every local port this stack will listen on -> what it is for."""
+        ports: dict[int, str] = {}
+        if self.redis:
+            ports[self.redis.port] = "redis (NOTIHUB_REDIS_PORT)"
+        if self.mongo:
+            ports.update({p: f"mongod-{i} (NOTIHUB_MONGO_BASE_PORT+{i})" for i, p in enumerate(self.mongo.ports)})
+        ports[self.api_port] = "api (NOTIHUB_API_PORT)"
+        for i, wid in enumerate(self.worker_ids):
+            ports[self.socket_base_port + i] = f"{wid} (NOTIHUB_SOCKET_BASE_PORT+{i})"
+        ports[self.public_port] = "nginx (NOTIHUB_PUBLIC_PORT)"
+        return ports
+
+    def check_ports(self) -> None:
+        """Raise RuntimeError naming every port that is already taken (e.g. by a stack still running)."""
+        # Checked up front: a start-up check that "the port answers" would otherwise be fooled
+        # by whoever already holds the port.
+        taken = [f"{port} for {what}" for port, what in self.ports().items() if port_accepts(port, timeout=0.2)]
+        if taken:
+            raise RuntimeError("ports already in use: " + "; ".join(taken))
+
+    def start(self) -> None:
+        """Start everything in order; on any failure stop what was started and re-raise."""
+        self.check_ports()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for service in self.services:
+                self._timed(service.name, service.start)
+                self._started.append(service)
+            env = self.child_env()
+            self.api = HubProcess.api(port=self.api_port, env=env, log_path=self.log_dir / "api.log", cwd=REPO_ROOT)
+            self._timed("api", self.api.start)
+            self._started.append(self.api)
+            for i, wid in enumerate(self.worker_ids):
+                hub = HubProcess.socket_worker(
+                    worker_id=wid, port=self.socket_base_port + i, env=env,
+                    log_path=self.log_dir / f"{wid}.log", cwd=REPO_ROOT,
+                )
+                self.socket_workers[wid] = hub
+                self._timed(wid, hub.start)
+                self._started.append(hub)
+            self.nginx = Nginx(
+                port=self.public_port,
+                api_addr=self.api.addr,
+                worker_addrs={wid: hub.addr for wid, hub in self.socket_workers.items()},
+                prefix_dir=self.state_dir / "nginx",
+            )
+            self._timed("nginx", self.nginx.start)
+            self._started.append(self.nginx)
+        except BaseException:
+            self.stop()
+            raise
+
+    @staticmethod
+    def _timed(name: str, start: object) -> None:
+        began = time.monotonic()
+        start()  # type: ignore[operator]
+        log.info("%s up in %.1fs", name, time.monotonic() - began)
+
+    def stop(self) -> None:
+        """Stop everything that was started, in reverse order; one failure does not stop the rest."""
+        # Also covers an item whose start() failed half-way (it is not in _started yet).
+        pending = [self.nginx, *reversed(list(self.socket_workers.values())), self.api, *reversed(self.services)]
+        for item in pending:
+            if item is None:
+                continue
+            try:
+                item.stop()  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - keep going so nothing is left running
+                log.exception("failed to stop %s", getattr(item, "name", item))
+        self._started.clear()
+
+    def __enter__(self) -> "Stack":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- failure handling ----------------------------------------------------------------
+
+    def kill_worker(self, wid: str) -> None:
+        """SIGKILL socket worker wid (for failure tests)."""
+        self.socket_workers[wid].kill()
+
+    def restart_worker(self, wid: str, timeout: float = 30.0) -> None:
+        """Start socket worker wid again (same port) and wait for its /healthz."""
+        self.socket_workers[wid].restart(timeout)
+
+    def restart_api(self, timeout: float = 30.0) -> None:
+        """Start the API again (same port) and wait for its /healthz."""
+        assert self.api is not None
+        self.api.restart(timeout)
+
+    def dead_app_processes(self) -> list[str]:
+        """Names of application processes (api, w0, ...) that started and have since exited."""
+        dead = []
+        if self.api is not None and self.api in self._started and not self.api.alive:
+            dead.append("api")
+        dead.extend(wid for wid, hub in self.socket_workers.items() if hub in self._started and not hub.alive)
+        return dead
+
+    def restart_app_process(self, name: str) -> None:
+        """Restart the application process named as in dead_app_processes()."""
+        if name == "api":
+            self.restart_api()
+        else:
+            self.restart_worker(name)
+
+    def all_processes(self) -> list[ManagedProcess]:
+        """Every process this stack manages (for leak checks)."""
+        procs: list[ManagedProcess] = []
+        if self.redis:
+            procs.append(self.redis.process)
+        if self.mongo:
+            procs.extend(self.mongo.members)
+        if self.api:
+            procs.append(self.api.process)
+        procs.extend(hub.process for hub in self.socket_workers.values())
+        if self.nginx:
+            procs.append(self.nginx.process)
+        return procs

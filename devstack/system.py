@@ -1,0 +1,46 @@
+"""Install the Debian packages the local stack needs, when they are missing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+
+log = logging.getLogger(__name__)
+
+# Debian package -> the executable that shows it is installed.
+PACKAGES = {
+    "redis-server": "redis-server",
+    "nginx-light": "nginx",
+}
+
+_SBIN = ("/usr/sbin", "/usr/bin", "/sbin")
+
+
+def _have(executable: str) -> bool:
+    if shutil.which(executable):
+        return True
+    # nginx lives in /usr/sbin, which is not on every user's PATH.
+    return any(os.access(os.path.join(d, executable), os.X_OK) for d in _SBIN)
+
+
+def missing_packages() -> list[str]:
+    """Return the Debian packages whose executables are not installed."""
+    return [pkg for pkg, exe in PACKAGES.items() if not _have(exe)]
+
+
+def install_system() -> list[str]:
+    """Install the missing Debian packages (idempotent); return what was installed."""
+    missing = missing_packages()
+    if not missing:
+        log.info("system packages present: %s", ", ".join(PACKAGES))
+        return []
+    prefix = [] if os.geteuid() == 0 else ["sudo"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    log.info("installing %s", ", ".join(missing))
+    subprocess.run([*prefix, "apt-get", "update"], check=True, env=env)
+    # --no-install-recommends keeps it small; the stack runs its own instances, never the
+    # system services these packages bring.
+    subprocess.run([*prefix, "apt-get", "install", "-y", "--no-install-recommends", *missing], check=True, env=env)
+    return missing
