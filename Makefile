@@ -10,6 +10,8 @@ REQUIREMENTS := $(wildcard requirements*.txt)
 JS_DIR := tests/js
 JS_LOCK := $(wildcard $(JS_DIR)/package-lock.json)
 JS_STAMP := $(if $(JS_LOCK),$(JS_DIR)/node_modules/.stamp)
+WEB_DIR := api_server/assets
+WEB_STAMP := $(WEB_DIR)/node_modules/.stamp
 PYTEST_ARGS ?=
 
 .PHONY: help install install-system run test clean
@@ -29,10 +31,15 @@ $(JS_DIR)/node_modules/.stamp: $(JS_DIR)/package-lock.json $(JS_DIR)/package.jso
 	cd $(JS_DIR) && npm ci --no-audit --no-fund
 	touch $@
 
+# Browser assets the API serves itself (Swagger UI, the Socket.IO client), pinned by package-lock.json.
+$(WEB_STAMP): $(WEB_DIR)/package-lock.json $(WEB_DIR)/package.json
+	cd $(WEB_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
 install-system: $(STAMP) ## apt-get install redis-server and nginx-light when missing
 	$(PY) -m devstack install-system
 
-install: $(STAMP) install-system $(JS_STAMP) ## Python venv, system packages and the JS test client
+install: $(STAMP) install-system $(WEB_STAMP) $(JS_STAMP) ## Python venv, system packages, web assets, JS test client
 
 run: install ## start the local stack (Ctrl-C stops it)
 	$(PY) -m devstack run

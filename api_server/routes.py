@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from shared import web as shared_web
 
 from . import openapi, views
+from .static_files import setup_static
 from .schemas import HealthOut, IdsIn, PageOut, PublishIn, PublishOut, UnreadCountOut
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -62,3 +63,4 @@ def setup_routes(app: web.Application) -> None:
     document = openapi.build(ENDPOINTS)
     app.router.add_get("/openapi.json", openapi.serve(document))
     app.router.add_get("/metrics", shared_web.metrics)
+    setup_static(app)

@@ -1,5 +1,6 @@
 """Operations: health, readiness naming what is down, metrics, the OpenAPI document."""
 import dataclasses
+import re
 
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -42,3 +43,23 @@ async def test_openapi_describes_every_route(hub):
             "/healthz", "/readyz"} <= set(doc["paths"])
     publish = doc["components"]["schemas"]["PublishIn"]
     assert publish["additionalProperties"] is False and "recipients" in publish["properties"]
+
+
+async def test_docs_render_from_local_assets(hub):
+    status, page = await hub.request("GET", "/docs")
+    assert status == 200
+    html = page.decode()
+    sources = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert sources and all(s.startswith("/") for s in sources), sources  # nothing from another origin
+    for src in sources:
+        status, _ = await hub.request("GET", src)
+        assert status == 200, src
+    status, script = await hub.request("GET", "/docs/docs.js")
+    assert status == 200 and b"/openapi.json" in script
+
+
+async def test_docs_assets_cannot_escape_their_folder(hub):
+    for path in ("/docs/vendor/swagger-ui-dist/..%2f..%2fpackage.json", "/docs/vendor/evil/x.js",
+                 "/docs/..%2fviews.py", "/docs/vendor/swagger-ui-dist/package.json"):
+        status, body = await hub.request("GET", path)
+        assert status == 404 and body["error"]["code"] == "not_found", path

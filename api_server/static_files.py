@@ -1,0 +1,52 @@
+"""Pages and browser assets the API serves from its own origin (no CDN at run time)."""
+from __future__ import annotations
+
+import pathlib
+
+from aiohttp import web
+
+from shared.errors import NotFound, Unavailable
+
+STATIC_DIR = pathlib.Path(__file__).with_name("static")
+# Pinned npm packages (api_server/assets/package.json), installed by `make install`.
+VENDOR_DIR = pathlib.Path(__file__).with_name("assets") / "node_modules"
+VENDOR_PACKAGES = ("swagger-ui-dist", "socket.io-client")
+_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".png": "image/png",
+          ".map": "application/json", ".svg": "image/svg+xml"}
+
+
+def _file(base: pathlib.Path, relative: str) -> web.FileResponse:
+    path = (base / relative).resolve()
+    # Only files inside base, never a path that climbs out of it.
+    if not path.is_relative_to(base.resolve()) or not path.is_file() or path.suffix not in _TYPES:
+        raise NotFound("no such file")
+    return web.FileResponse(path, headers={"Content-Type": _TYPES[path.suffix],
+                                           "Cache-Control": "public, max-age=3600"})
+
+
+async def docs_page(request: web.Request) -> web.FileResponse:
+    """GET /docs: Swagger UI over /openapi.json."""
+    if not (VENDOR_DIR / "swagger-ui-dist").is_dir():
+        raise Unavailable("the documentation assets are not installed: run make install")
+    return _file(STATIC_DIR, "docs.html")
+
+
+async def docs_file(request: web.Request) -> web.FileResponse:
+    """Our own small scripts and pages."""
+    return _file(STATIC_DIR, request.match_info["name"])
+
+
+async def vendor_file(request: web.Request) -> web.FileResponse:
+    """A file of one of the pinned npm packages."""
+    package = request.match_info["package"]
+    if package not in VENDOR_PACKAGES:
+        raise NotFound("no such package")
+    return _file(VENDOR_DIR / package, request.match_info["path"])
+
+
+def setup_static(app: web.Application) -> None:
+    """Register /docs and its assets."""
+    app.router.add_get("/docs", docs_page)
+    app.router.add_get("/docs/", docs_page)
+    app.router.add_get("/docs/vendor/{package}/{path:.+}", vendor_file)
+    app.router.add_get("/docs/{name}", docs_file)
