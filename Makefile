@@ -14,7 +14,7 @@ WEB_DIR := api_server/assets
 WEB_STAMP := $(WEB_DIR)/node_modules/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install install-system run test clean
+.PHONY: help install install-system run test bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ test: install ## run the test suite (extra arguments: PYTEST_ARGS=...)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc
+
+bench: install ## delivery latency, fan-out and memory per connection (BENCH_ARGS=...)
+	$(PY) -m bench.delivery $(BENCH_ARGS)
 
 clean: ## remove the local stack's data and logs
 	rm -rf .notihub

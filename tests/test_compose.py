@@ -1,0 +1,260 @@
+"""The container stack: compose.yaml as `docker compose config` resolves it, and deploy/nginx.conf.
+
+Nothing is started: `docker compose config` needs only the docker client with its compose
+plugin, not a Docker engine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "compose.yaml"
+NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+
+WORKERS = ("w0", "w1", "w2")
+APP_SERVICES = ("api", *(f"socket-{w}" for w in WORKERS))
+SERVICES = ("redis", "mongo1", "mongo2", "mongo3", "mongo-init", *APP_SERVICES, "nginx")
+
+JWT_SECRET = "compose-test-secret-0123456789-0123456789"
+SERVICE_KEYS = "compose-test-key-1,compose-test-key-2"
+PUBLIC_PORT = "18443"
+
+# Log variables that would put the query string (and so ?token=) into the access log.
+FORBIDDEN_LOG_VARIABLES = re.compile(
+    r"\$(?:request|request_uri|args|query_string|is_args|http_referer|arg_[A-Za-z0-9_]+)(?![A-Za-z0-9_])"
+)
+
+
+def _docker() -> str:
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.fail(
+            "the docker client is not installed: these tests need `docker` with the compose "
+            "plugin (`docker compose version` must work; no Docker engine is needed)",
+            pytrace=False,
+        )
+    result = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        pytest.fail(
+            "`docker compose version` failed: the docker compose plugin is missing or broken "
+            "(no Docker engine is needed, only the client and its compose plugin).\n"
+            f"stdout: {result.stdout.strip()}\nstderr: {result.stderr.strip()}",
+            pytrace=False,
+        )
+    return docker
+
+
+def _env(**overrides: str) -> dict[str, str]:
+    """The process environment without any NOTIHUB_* or COMPOSE_* variable, plus overrides."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("NOTIHUB_", "COMPOSE_"))
+    }
+    env.update(overrides)
+    return env
+
+
+def _compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_docker(), "compose", "-f", str(COMPOSE_FILE), "--project-directory", str(ROOT),
+         "config", "--format", "json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def _load(env: dict[str, str]) -> dict[str, Any]:
+    result = _compose_config(env)
+    assert result.returncode == 0, f"docker compose config failed:\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    return _load(_env(
+        NOTIHUB_JWT_SECRET=JWT_SECRET,
+        NOTIHUB_SERVICE_KEYS=SERVICE_KEYS,
+        NOTIHUB_PUBLIC_PORT=PUBLIC_PORT,
+    ))
+
+
+@pytest.fixture(scope="module")
+def nginx_conf() -> str:
+    # Comments dropped, so that only directives are checked.
+    return "\n".join(line.split("#", 1)[0] for line in NGINX_CONF.read_text().splitlines())
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service.get("command") or []
+    return command.split() if isinstance(command, str) else list(command)
+
+
+def _option(command: list[str], name: str) -> str:
+    assert name in command, f"{name} missing from {command}"
+    return command[command.index(name) + 1]
+
+
+def test_services_exist(config: dict[str, Any]) -> None:
+    services = config["services"]
+    for name in SERVICES:
+        assert name in services, f"service {name} missing; have {sorted(services)}"
+    assert services["redis"]["image"].startswith("redis:7")
+    assert services["nginx"]["image"].startswith("nginx:1.27")
+    for name in ("mongo1", "mongo2", "mongo3"):
+        assert services[name]["image"] == "mongo:6.0"
+        command = _command(services[name])
+        assert _option(command, "--replSet") == "rs0"
+        assert "--bind_ip_all" in command
+        assert "healthcheck" in services[name]
+
+
+def test_socket_workers_have_distinct_worker_ids(config: dict[str, Any]) -> None:
+    ids = {}
+    for worker in WORKERS:
+        command = _command(config["services"][f"socket-{worker}"])
+        assert command[:3] == ["python", "-m", "socket_server"], command
+        assert _option(command, "--host") == "0.0.0.0"
+        assert _option(command, "--port") == "8200"
+        ids[worker] = _option(command, "--worker-id")
+    assert ids == {w: w for w in WORKERS}
+    assert len(set(ids.values())) == len(WORKERS)
+    api = _command(config["services"]["api"])
+    assert api[:3] == ["python", "-m", "api_server"], api
+    assert _option(api, "--port") == "8100"
+
+
+def test_nginx_publishes_the_public_port(config: dict[str, Any]) -> None:
+    ports = config["services"]["nginx"]["ports"]
+    assert [(str(p["published"]), int(p["target"])) for p in ports] == [(PUBLIC_PORT, 8080)]
+    # Nothing else is reachable from outside.
+    for name, service in config["services"].items():
+        if name != "nginx":
+            assert not service.get("ports"), f"{name} publishes {service['ports']}"
+    mounts = {v["target"]: v["source"] for v in config["services"]["nginx"].get("volumes", [])}
+    assert Path(mounts["/etc/nginx/nginx.conf"]) == NGINX_CONF
+
+
+def test_public_port_defaults_to_8080() -> None:
+    config = _load(_env(NOTIHUB_JWT_SECRET=JWT_SECRET, NOTIHUB_SERVICE_KEYS=SERVICE_KEYS))
+    ports = config["services"]["nginx"]["ports"]
+    assert [str(p["published"]) for p in ports] == ["8080"]
+
+
+def test_app_services_get_configuration(config: dict[str, Any]) -> None:
+    for name in APP_SERVICES:
+        service = config["services"][name]
+        env = service.get("environment") or {}
+        mongo_url = env.get("NOTIHUB_MONGO_URL") or ""
+        assert "replicaSet=rs0" in mongo_url, f"{name}: NOTIHUB_MONGO_URL={mongo_url!r}"
+        for host in ("mongo1:27017", "mongo2:27017", "mongo3:27017"):
+            assert host in mongo_url
+        assert env.get("NOTIHUB_REDIS_URL") == "redis://redis:6379/0"
+        assert env.get("NOTIHUB_JWT_SECRET") == JWT_SECRET
+        assert env.get("NOTIHUB_SERVICE_KEYS") == SERVICE_KEYS
+        assert env.get("NOTIHUB_DEFAULT_LANG") == "en"
+        assert env.get("NOTIHUB_RETENTION_DAYS") == "7"
+        assert "NOTIHUB_KAFKA_BOOTSTRAP" in env
+        assert service.get("build"), f"{name} is not built from this repository"
+
+
+def test_app_services_start_after_the_replica_set(config: dict[str, Any]) -> None:
+    services = config["services"]
+    for name in APP_SERVICES:
+        depends = services[name]["depends_on"]
+        assert depends["mongo-init"]["condition"] == "service_completed_successfully", name
+        assert depends["redis"]["condition"] == "service_healthy", name
+        assert "healthcheck" in services[name], name
+    init = services["mongo-init"]
+    for member in ("mongo1", "mongo2", "mongo3"):
+        assert init["depends_on"][member]["condition"] == "service_healthy"
+    assert init.get("restart") in (None, "no")
+    mounts = {v["target"]: v["source"] for v in init.get("volumes", [])}
+    script = next(Path(src) for src in mounts.values() if src.endswith(".js"))
+    assert script.is_file()
+    assert "rs0" in script.read_text()
+    for worker in WORKERS:
+        assert services["nginx"]["depends_on"][f"socket-{worker}"]["condition"] == "service_healthy"
+    assert services["nginx"]["depends_on"]["api"]["condition"] == "service_healthy"
+
+
+def test_secrets_are_required() -> None:
+    result = _compose_config(_env(NOTIHUB_SERVICE_KEYS=SERVICE_KEYS))
+    assert result.returncode != 0
+    assert "NOTIHUB_JWT_SECRET" in result.stderr
+    result = _compose_config(_env(NOTIHUB_JWT_SECRET=JWT_SECRET))
+    assert result.returncode != 0
+    assert "NOTIHUB_SERVICE_KEYS" in result.stderr
+
+
+def test_nginx_routes_sessions_to_their_worker(nginx_conf: str) -> None:
+    map_block = re.search(r"map\s+\$arg_sid\s+\$notihub_socket_upstream\s*\{(.*?)\}", nginx_conf, re.S)
+    assert map_block, "map $arg_sid $notihub_socket_upstream { ... } missing"
+    body = map_block.group(1)
+    assert re.search(r"^\s*default\s+notihub_sockets\s*;", body, re.M)
+    for worker in WORKERS:
+        line = f'"~^{worker}\\." notihub_{worker};'
+        assert re.search(r"^\s*" + re.escape(line).replace(r"\ ", r"\s+") + r"\s*$", body, re.M), line
+        upstream = re.search(r"upstream\s+notihub_%s\s*\{(.*?)\}" % worker, nginx_conf, re.S)
+        assert upstream, f"upstream notihub_{worker} missing"
+        assert re.search(r"server\s+socket-%s:8200\b" % worker, upstream.group(1))
+    pool = re.search(r"upstream\s+notihub_sockets\s*\{(.*?)\}", nginx_conf, re.S)
+    assert pool, "upstream notihub_sockets missing"
+    for worker in WORKERS:
+        assert re.search(r"server\s+socket-%s:8200\b" % worker, pool.group(1))
+    assert "ip_hash" not in nginx_conf
+    location = re.search(r"location\s+/socket\.io/\s*\{(.*?)\}", nginx_conf, re.S)
+    assert location, "location /socket.io/ missing"
+    for directive in (
+        "proxy_pass http://$notihub_socket_upstream;",
+        "proxy_http_version 1.1;",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Connection $connection_upgrade;",
+        "proxy_buffering off;",
+        "proxy_next_upstream error timeout;",
+    ):
+        assert directive in location.group(1), directive
+    assert re.search(r"map\s+\$http_upgrade\s+\$connection_upgrade", nginx_conf)
+    assert re.search(r"client_max_body_size\s+4m\s*;", nginx_conf)
+    assert re.search(r"listen\s+8080\s*;", nginx_conf)
+
+
+def test_nginx_access_log_never_has_the_query_string(nginx_conf: str) -> None:
+    formats = dict(re.findall(r"log_format\s+(\S+)\s+((?:'[^']*'\s*)+);", nginx_conf))
+    assert formats, "no log_format found"
+    for name, text in formats.items():
+        found = FORBIDDEN_LOG_VARIABLES.findall(text)
+        assert not found, f"log_format {name} logs {found}"
+        assert "$request " not in text and "$request_uri" not in text and "$args" not in text
+    assert "$request_method $uri $server_protocol" in formats["notihub"]
+    # Every access log names one of these formats: the built-in "combined" has $request.
+    access_logs = re.findall(r"access_log\s+([^;]+);", nginx_conf)
+    assert access_logs, "no access_log directive"
+    for args in access_logs:
+        parts = args.split()
+        if parts[0] == "off":
+            continue
+        assert len(parts) >= 2 and parts[1] in formats, f"access_log {args} uses a built-in format"
+
+
+def test_nginx_errors_are_json(nginx_conf: str) -> None:
+    pages = dict(re.findall(r"error_page\s+([\d\s]+?)\s*=\s*(@\w+)\s*;", nginx_conf))
+    codes = {code: target for spec, target in pages.items() for code in spec.split()}
+    assert set(codes) >= {"413", "502", "503", "504"}, codes
+    for code, target in codes.items():
+        # The JSON body has braces of its own: the block ends at a "}" on a line of its own.
+        block = re.search(r"location\s+%s\s*\{(.*?)\n\s*\}" % re.escape(target), nginx_conf, re.S)
+        assert block, f"location {target} missing"
+        assert re.search(r"default_type\s+application/json\s*;", block.group(1))
+        ret = re.search(r"return\s+(\d{3})\s+'([^']*)'\s*;", block.group(1))
+        assert ret, f"location {target} returns no body"
+        body = json.loads(ret.group(2))
+        assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+        expected = "payload_too_large" if code == "413" else "unavailable"
+        assert body["error"]["code"] == expected
+        assert ret.group(1) == ("413" if code == "413" else "503")
