@@ -86,11 +86,6 @@ http {{
     server {{
         listen 127.0.0.1:{port};
 
-        proxy_set_header Host $http_host;
-        proxy_set_header X-Real-IP $remote_addr;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto $scheme;
-
         # What nginx itself answers still has the contract's error shape.
         error_page 413 @payload_too_large;
         error_page 502 503 504 @unavailable;
@@ -123,6 +118,11 @@ http {{
         location / {{
             proxy_pass http://notihub_api;
             proxy_http_version 1.1;
+            # A location that sets any proxy header inherits none: repeat them all.
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header Connection "";
             proxy_connect_timeout 2s;
         }}
