@@ -12,6 +12,9 @@ JS_LOCK := $(wildcard $(JS_DIR)/package-lock.json)
 JS_STAMP := $(if $(JS_LOCK),$(JS_DIR)/node_modules/.stamp)
 WEB_DIR := api_server/assets
 WEB_STAMP := $(WEB_DIR)/node_modules/.stamp
+COMPOSECHECK_DIR := tools/composecheck
+COMPOSECHECK_SRC := $(wildcard $(COMPOSECHECK_DIR)/*.go) $(COMPOSECHECK_DIR)/go.mod $(COMPOSECHECK_DIR)/go.sum
+COMPOSECHECK_STAMP := $(VENV)/.composecheck.stamp
 PYTEST_ARGS ?=
 
 .PHONY: help install install-system run test bench clean
@@ -36,10 +39,16 @@ $(WEB_STAMP): $(WEB_DIR)/package-lock.json $(WEB_DIR)/package.json
 	cd $(WEB_DIR) && npm ci --no-audit --no-fund
 	touch $@
 
+# tests/test_compose.py falls back to this when `docker compose` is missing: the loader behind
+# `docker compose config` (compose-go), built into the venv. Needs the Go toolchain.
+$(COMPOSECHECK_STAMP): $(COMPOSECHECK_SRC) | $(PY)
+	cd $(COMPOSECHECK_DIR) && go build -buildvcs=false -o ../../$(VENV)/bin/composecheck .
+	touch $@
+
 install-system: $(STAMP) ## apt-get install redis-server and nginx-light when missing
 	$(PY) -m devstack install-system
 
-install: $(STAMP) install-system $(WEB_STAMP) $(JS_STAMP) ## Python venv, system packages, web assets, JS test client
+install: $(STAMP) install-system $(WEB_STAMP) $(JS_STAMP) $(COMPOSECHECK_STAMP) ## Python venv, system packages, web assets, JS test client, composecheck
 
 run: install ## start the local stack (Ctrl-C stops it)
 	$(PY) -m devstack run

@@ -1,10 +1,13 @@
 """The container stack: compose.yaml as `docker compose config` resolves it, and deploy/nginx.conf.
 
-Nothing is started: `docker compose config` needs only the docker client with its compose
-plugin, not a Docker engine.
+Nothing is started. compose.yaml is resolved by `docker compose config --format json` when the
+docker client has its compose plugin (no Docker engine is needed), otherwise by
+.venv/bin/composecheck, which `make install` builds from tools/composecheck: a small Go program
+on compose-go, the loader `docker compose config` itself uses, that prints the same JSON form.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -18,6 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "compose.yaml"
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+COMPOSECHECK = ROOT / ".venv" / "bin" / "composecheck"
 
 WORKERS = ("w0", "w1", "w2")
 APP_SERVICES = ("api", *(f"socket-{w}" for w in WORKERS))
@@ -33,23 +37,27 @@ FORBIDDEN_LOG_VARIABLES = re.compile(
 )
 
 
-def _docker() -> str:
+@functools.cache
+def _config_command() -> tuple[str, ...]:
+    """The command that prints compose.yaml resolved as JSON: `docker compose config` or composecheck."""
     docker = shutil.which("docker")
-    if docker is None:
-        pytest.fail(
-            "the docker client is not installed: these tests need `docker` with the compose "
-            "plugin (`docker compose version` must work; no Docker engine is needed)",
-            pytrace=False,
-        )
-    result = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        pytest.fail(
-            "`docker compose version` failed: the docker compose plugin is missing or broken "
-            "(no Docker engine is needed, only the client and its compose plugin).\n"
-            f"stdout: {result.stdout.strip()}\nstderr: {result.stderr.strip()}",
-            pytrace=False,
-        )
-    return docker
+    if docker is not None:
+        result = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=60)
+        if result.returncode == 0:
+            return (docker, "compose", "-f", str(COMPOSE_FILE), "--project-directory", str(ROOT),
+                    "config", "--format", "json")
+        why = f"`docker compose version` failed: {(result.stderr or result.stdout).strip()}"
+    else:
+        why = "the docker client is not installed"
+    if os.access(COMPOSECHECK, os.X_OK):
+        return (str(COMPOSECHECK), "-f", str(COMPOSE_FILE), "--project-directory", str(ROOT))
+    pytest.fail(
+        "compose.yaml cannot be resolved: these tests need either `docker compose` (the docker "
+        f"client with its compose plugin; no Docker engine is needed) or {COMPOSECHECK} "
+        "(`make install` builds it from tools/composecheck with the Go toolchain).\n"
+        f"docker: {why}\ncomposecheck: {COMPOSECHECK} does not exist or is not executable",
+        pytrace=False,
+    )
 
 
 def _env(**overrides: str) -> dict[str, str]:
@@ -62,16 +70,15 @@ def _env(**overrides: str) -> dict[str, str]:
 
 
 def _compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """compose.yaml resolved with env as JSON: the output of `docker compose config`, or of composecheck."""
     return subprocess.run(
-        [_docker(), "compose", "-f", str(COMPOSE_FILE), "--project-directory", str(ROOT),
-         "config", "--format", "json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        _config_command(), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
 
 
 def _load(env: dict[str, str]) -> dict[str, Any]:
     result = _compose_config(env)
-    assert result.returncode == 0, f"docker compose config failed:\n{result.stderr}"
+    assert result.returncode == 0, f"{' '.join(result.args)} failed:\n{result.stderr}"
     return json.loads(result.stdout)
 
 
