@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -11,7 +12,8 @@ from shared import web as shared_web
 
 from . import openapi, views
 from .static_files import setup_static
-from .schemas import HealthOut, IdsIn, PageOut, PublishIn, PublishOut, UnreadCountOut
+from .schemas import (HealthOut, IdsIn, PageOut, PreferencesIn, PreferencesOut, PublishIn, PublishOut,
+                      SubscribersOut, UnreadCountOut)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -50,6 +52,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              auth="user", responses={200: UnreadCountOut}),
     Endpoint("DELETE", "/v1/me/notifications/{id}", views.delete, "Delete one of the caller's notifications",
              auth="user", responses={204: None}),
+    Endpoint("PUT", "/v1/topics/{topic}/subscribers/{user_id}", views.subscribe, "Subscribe a user to a topic",
+             auth="service", responses={204: None}, tag="producer"),
+    Endpoint("DELETE", "/v1/topics/{topic}/subscribers/{user_id}", views.unsubscribe,
+             "Unsubscribe a user from a topic", auth="service", responses={204: None}, tag="producer"),
+    Endpoint("GET", "/v1/topics/{topic}/subscribers", views.subscribers, "A topic's subscribers, in user order",
+             auth="service", responses={200: SubscribersOut}, tag="producer",
+             query=(openapi.Param("limit", "integer", "1 to 1000, default 100", minimum=1, maximum=1000),
+                    openapi.Param("cursor", "string", "next_cursor of the previous page"))),
+    Endpoint("GET", "/v1/me/preferences", views.get_preferences, "Types the caller does not want",
+             auth="user", responses={200: PreferencesOut}),
+    Endpoint("PUT", "/v1/me/preferences", views.put_preferences, "Replace the types the caller does not want",
+             auth="user", body=PreferencesIn, responses={200: PreferencesOut}),
     Endpoint("GET", "/healthz", shared_web.healthz, "Alive", responses={200: HealthOut}, tag="operations"),
     Endpoint("GET", "/readyz", views.readyz, "Ready: MongoDB and Redis answer",
              responses={200: HealthOut, 503: HealthOut}, tag="operations"),
@@ -59,7 +73,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 def setup_routes(app: web.Application) -> None:
     """Register every endpoint, the metrics and the OpenAPI document."""
     for endpoint in ENDPOINTS:
-        app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)
+        # Any one path segment reaches the view, whose validation answers 400 for a bad one.
+        path = re.sub(r"{(\w+)}", r"{\1:[^/]+}", endpoint.path)
+        app.router.add_route(endpoint.method, path, endpoint.handler)
     document = openapi.build(ENDPOINTS)
     app.router.add_get("/openapi.json", openapi.serve(document))
     app.router.add_get("/metrics", shared_web.metrics)

@@ -114,3 +114,16 @@ class ErrorOut(BaseModel):
 class HealthOut(BaseModel):
     status: str
     checks: dict[str, str] | None = None
+
+
+class PreferencesIn(Strict):
+    disabled_types: Annotated[list[NotificationType], Field(max_length=100)]
+
+
+class PreferencesOut(BaseModel):
+    disabled_types: list[str]
+
+
+class SubscribersOut(BaseModel):
+    subscribers: list[str]
+    next_cursor: str | None

@@ -4,6 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
+
+from shared.errors import InvalidRequest
 
 from shared.i18n import negotiate
 from shared.ids import parse_id, parse_ids
@@ -13,7 +16,7 @@ from shared.service import fingerprint
 from .auth import require_service, require_user
 from .keys import RENDERER, RUNTIME, SETTINGS
 from .respond import json_response, parse_body, query_bool, query_int
-from .schemas import IdsIn, PublishIn
+from .schemas import IdsIn, PreferencesIn, PublishIn, TopicName, UserId
 
 
 def _params(data: dict[str, Any] | None) -> dict[str, Any]:
@@ -102,3 +105,54 @@ async def readyz(request: web.Request) -> web.Response:
     if down:
         body["error"] = {"code": "unavailable", "message": "down: " + ", ".join(down)}
     return json_response(body, status=503 if down else 200)
+
+
+_TOPIC = TypeAdapter(TopicName)
+_USER = TypeAdapter(UserId)
+
+
+def _path(request: web.Request, name: str, adapter: TypeAdapter) -> str:
+    try:
+        return adapter.validate_python(request.match_info[name])
+    except ValidationError:
+        raise InvalidRequest(f"{name} is not valid") from None
+
+
+async def subscribe(request: web.Request) -> web.Response:
+    """PUT /v1/topics/{topic}/subscribers/{user_id}."""
+    require_service(request)
+    topic, user = _path(request, "topic", _TOPIC), _path(request, "user_id", _USER)
+    await request.app[RUNTIME].service.subscribe(topic, user)
+    return web.Response(status=204)
+
+
+async def unsubscribe(request: web.Request) -> web.Response:
+    """DELETE /v1/topics/{topic}/subscribers/{user_id}."""
+    require_service(request)
+    topic, user = _path(request, "topic", _TOPIC), _path(request, "user_id", _USER)
+    await request.app[RUNTIME].service.unsubscribe(topic, user)
+    return web.Response(status=204)
+
+
+async def subscribers(request: web.Request) -> web.Response:
+    """GET /v1/topics/{topic}/subscribers: one page, in user order."""
+    require_service(request)
+    topic = _path(request, "topic", _TOPIC)
+    limit = query_int(request, "limit")
+    users, cursor = await request.app[RUNTIME].service.subscribers(
+        topic, cursor=request.query.get("cursor"), limit=100 if limit is None else limit)
+    return json_response({"subscribers": users, "next_cursor": cursor})
+
+
+async def get_preferences(request: web.Request) -> web.Response:
+    """GET /v1/me/preferences."""
+    user = require_user(request)
+    return json_response({"disabled_types": await request.app[RUNTIME].service.disabled_types(user.id)})
+
+
+async def put_preferences(request: web.Request) -> web.Response:
+    """PUT /v1/me/preferences: replace the types the caller does not want."""
+    user = require_user(request)
+    body = await parse_body(request, PreferencesIn)
+    types = await request.app[RUNTIME].service.set_disabled_types(user.id, body.disabled_types)
+    return json_response({"disabled_types": types})

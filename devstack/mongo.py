@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from devstack.process import ManagedProcess, wait_until
 
@@ -36,6 +36,7 @@ class MongoReplicaSet:
         cache_gb: float = 0.25,
         log_dir: str | os.PathLike[str] | None = None,
         mongod: str | None = None,
+        parameters: Mapping[str, str | int] | None = None,
     ) -> None:
         if len(ports) != 3:
             raise ValueError("a replica set here has exactly three members")
@@ -45,6 +46,8 @@ class MongoReplicaSet:
         self.cache_gb = cache_gb
         self.log_dir = Path(log_dir) if log_dir is not None else self.data_dir
         self._mongod = mongod
+        # Extra mongod server parameters (--setParameter name=value), e.g. ttlMonitorSleepSecs.
+        self.parameters = dict(parameters or {})
         self.members: list[ManagedProcess] = []
 
     @property
@@ -128,6 +131,7 @@ class MongoReplicaSet:
                     "--oplogSize", "64",
                     # A SIGTERM (the fallback in stop()) would otherwise quiesce for 15 s.
                     "--setParameter", "shutdownTimeoutMillisForSignaledShutdown=1000",
+                    *[arg for name, value in self.parameters.items() for arg in ("--setParameter", f"{name}={value}")],
                 ],
                 log_path=self.log_dir / f"mongod-{i}.log",
             ))

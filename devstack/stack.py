@@ -84,6 +84,8 @@ class Stack:
                 data_dir=self.state_dir / "mongo",
                 delayed_secs=int(delayed) if delayed else None,
                 log_dir=self.log_dir,
+                parameters=({"ttlMonitorSleepSecs": env["NOTIHUB_MONGO_TTL_MONITOR_SECS"]}
+                            if env.get("NOTIHUB_MONGO_TTL_MONITOR_SECS") else None),
             )
             self.services.append(self.mongo)
 

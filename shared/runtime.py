@@ -18,6 +18,8 @@ from .settings import Settings
 from .storage.idempotency import IdempotencyStore
 from .storage.mongo import connect, database
 from .storage.notifications import NotificationStore
+from .storage.preferences import PreferenceStore
+from .storage.topics import TopicStore
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,12 +60,14 @@ async def open_runtime(settings: Settings, *, app_name: str) -> AsyncIterator[Ru
     redis = aioredis.from_url(settings.redis_url, health_check_interval=10, socket_connect_timeout=3)
     try:
         db = database(mongo, settings)
-        store = NotificationStore(db=db, retention_days=settings.retention_days)
+        store = NotificationStore(db=db, retention=settings.retention, max_per_user=settings.max_per_user)
         idempotency = IdempotencyStore(db=db, keep_hours=settings.idempotency_hours)
-        await store.ensure_indexes()
-        await idempotency.ensure_indexes()
+        topics = TopicStore(db=db)
+        for indexed in (store, idempotency, topics):
+            await indexed.ensure_indexes()
         bus = EventBus(redis=redis, channel=f"{settings.channel_prefix}:events")
-        service = NotificationService(store=store, idempotency=idempotency, bus=bus)
+        service = NotificationService(store=store, idempotency=idempotency, topics=topics,
+                                      preferences=PreferenceStore(db=db), bus=bus)
         yield Runtime(settings=settings, mongo=mongo, db=db, redis=redis, bus=bus, service=service)
     finally:
         await redis.aclose()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import orjson
 from bson import ObjectId
@@ -18,8 +18,14 @@ from .ids import decode_cursor, encode_cursor
 from .models import Draft, Notification, Page, Published, Snapshot, utcnow
 from .storage.idempotency import IdempotencyStore
 from .storage.notifications import NotificationStore
+from .storage.preferences import PreferenceStore
+from .storage.topics import TopicStore
 
 logger = logging.getLogger(__name__)
+
+# Recipients are resolved, filtered, stored and announced this many at a time, so a topic
+# of any size is handled in bounded memory.
+BATCH = 1000
 
 
 def fingerprint(payload: object) -> str:
@@ -35,19 +41,31 @@ class NotificationService:
         *,
         store: NotificationStore,
         idempotency: IdempotencyStore,
+        topics: TopicStore,
+        preferences: PreferenceStore,
         bus: EventBus,
         max_page: int = 100,
         default_page: int = 20,
     ) -> None:
         self.store = store
         self.idempotency = idempotency
+        self.topics = topics
+        self.preferences = preferences
         self.bus = bus
         self.max_page = max_page
         self.default_page = default_page
 
-    async def publish(self, draft: Draft, recipients: Sequence[str] | None = None) -> Published:
-        """Store one notification per recipient (majority-acknowledged), then deliver the new ones."""
-        targets = list(dict.fromkeys(recipients if recipients is not None else draft.recipients))
+    async def _audience(self, draft: Draft) -> AsyncIterator[list[str]]:
+        if draft.topic is not None:
+            async for batch in self.topics.batches(draft.topic, size=BATCH):
+                yield batch
+            return
+        recipients = list(dict.fromkeys(draft.recipients))
+        for start in range(0, len(recipients), BATCH):
+            yield recipients[start : start + BATCH]
+
+    async def publish(self, draft: Draft) -> Published:
+        """Store one notification per wanting recipient (majority-acknowledged), then deliver the new ones."""
         repeat = False
         if draft.source is not None:
             first = await self.idempotency.claim(draft.source, draft.fingerprint or "")
@@ -55,33 +73,38 @@ class NotificationService:
                 if first != (draft.fingerprint or ""):
                     raise Conflict("this idempotency key was used for a different request")
                 repeat = True
-        now = utcnow()
-        notifications = [
-            Notification(
-                id=ObjectId(),
-                type=draft.type,
-                recipient=recipient,
-                actor=draft.actor,
-                created_at=now,
-                title=draft.title,
-                body=draft.body,
-                url=draft.url,
-                params=draft.params,
-                data=draft.data,
-                source=draft.source,
-            )
-            for recipient in targets
-        ]
-        # A repeat stores nothing twice: the unique (source, recipient) index skips what a
-        # first attempt stored, so only what it never stored (if it died midway) is new.
-        new = await self.store.insert(notifications)
-        if new:
-            await self.bus.deliver(new)
-        if draft.source is None:
-            result = [(str(n.id), n.recipient) for n in notifications]
-        else:
-            stored = dict((r, str(i)) for i, r in await self.store.by_source(draft.source))
-            result = [(stored[r], r) for r in targets if r in stored]
+        result: list[tuple[str, str]] = []
+        async for batch in self._audience(draft):
+            # A recipient who disabled this type gets nothing, whichever path produced it.
+            opted_out = await self.preferences.opted_out(batch, draft.type)
+            now = utcnow()
+            notifications = [
+                Notification(
+                    id=ObjectId(),
+                    type=draft.type,
+                    recipient=recipient,
+                    actor=draft.actor,
+                    created_at=now,
+                    title=draft.title,
+                    body=draft.body,
+                    url=draft.url,
+                    params=draft.params,
+                    data=draft.data,
+                    source=draft.source,
+                )
+                for recipient in batch
+                if recipient not in opted_out
+            ]
+            # A repeat stores nothing twice: the unique (source, recipient) index skips what a
+            # first attempt stored, so only what it never stored (if it died midway) is new.
+            new = await self.store.insert(notifications)
+            if new:
+                await self.bus.deliver(new)
+                await self.store.trim([n.recipient for n in new])
+            if draft.source is None:
+                result.extend((str(n.id), n.recipient) for n in notifications)
+        if draft.source is not None:
+            result = [(str(i), r) for i, r in await self.store.by_source(draft.source)]
         return Published(created=not repeat, notifications=result)
 
     async def page(
@@ -100,6 +123,10 @@ class NotificationService:
     async def unread_count(self, user: str) -> int:
         """The user's exact unread count."""
         return await self.store.unread_count(user)
+
+    async def unread_counts(self, users: Sequence[str]) -> dict[str, int]:
+        """Exact unread counts of several users, in one query."""
+        return await self.store.unread_counts(users)
 
     async def snapshot(self, user: str, *, limit: int) -> Snapshot:
         """Unread count and newest unread notifications, for a socket's init."""
@@ -134,3 +161,28 @@ class NotificationService:
         count = await self.store.unread_count(user)
         await self.bus.publish(Deleted(user=user, ids=[str(id_)], unread_count=count))
         return count
+
+    async def subscribe(self, topic: str, user: str) -> None:
+        """Make ``user`` a subscriber of ``topic``."""
+        await self.topics.subscribe(topic, user)
+
+    async def unsubscribe(self, topic: str, user: str) -> None:
+        """Remove ``user`` from ``topic``."""
+        await self.topics.unsubscribe(topic, user)
+
+    async def subscribers(self, topic: str, *, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        """One page of a topic's subscribers, in user order, and the cursor of the next."""
+        if not 1 <= limit <= 1000:
+            raise InvalidRequest("limit must be between 1 and 1000")
+        users = await self.topics.page(topic, after=cursor, limit=limit + 1)
+        more = len(users) > limit
+        users = users[:limit]
+        return users, (users[-1] if more else None)
+
+    async def disabled_types(self, user: str) -> list[str]:
+        """The types ``user`` does not want."""
+        return await self.preferences.get(user)
+
+    async def set_disabled_types(self, user: str, types: Sequence[str]) -> list[str]:
+        """Replace the types ``user`` does not want."""
+        return await self.preferences.put(user, types)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import os
 from collections.abc import Mapping
@@ -53,6 +54,7 @@ class Settings:
 
     default_lang: str = "en"
     retention_days: int = 7
+    retention_seconds: int | None = None
     max_per_user: int = 1000
     max_recipients: int = 10_000
     max_data_bytes: int = 16 * 1024
@@ -62,6 +64,11 @@ class Settings:
     max_connections_per_user: int = 50
     idempotency_hours: int = 24
     log_level: str = "INFO"
+
+    @property
+    def retention(self) -> "dt.timedelta":
+        """How long notifications are kept (NOTIHUB_RETENTION_SECONDS overrides the days)."""
+        return dt.timedelta(seconds=self.retention_seconds or self.retention_days * 86400)
 
     @property
     def uses_local_secrets(self) -> bool:
@@ -99,6 +106,7 @@ class Settings:
             service_keys=_list(env.get("NOTIHUB_SERVICE_KEYS")) or defaults.service_keys,
             default_lang=env.get("NOTIHUB_DEFAULT_LANG") or defaults.default_lang,
             retention_days=_int(env, "NOTIHUB_RETENTION_DAYS", defaults.retention_days, 1),
+            retention_seconds=_int(env, "NOTIHUB_RETENTION_SECONDS", 0, 0) or None,
             max_per_user=_int(env, "NOTIHUB_MAX_PER_USER", defaults.max_per_user, 1),
             max_connections_per_user=_int(
                 env, "NOTIHUB_MAX_CONNECTIONS_PER_USER", defaults.max_connections_per_user, 1

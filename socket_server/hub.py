@@ -1,6 +1,9 @@
 """The hub: this worker's open sockets, and what each of them has been sent.
 
 Events come in from the bus through ``handle``; the hub never talks to Redis itself.
+Every event that changes a badge (``init``, ``notification``, ``notifications_read``,
+``notifications_deleted``) carries the ``unread_count`` read when the worker sends it, in the
+order the socket receives them: the latest one a client holds is always exact.
 Each socket is first *synced* (``init``, then what it missed since ``since``) while
 live notifications for it are held back; the held ones are then sent unless the sync
 already sent them. That is how a reconnecting client loses nothing and sees nothing twice.
@@ -8,6 +11,7 @@ already sent them. That is how a reconnecting client loses nothing and sees noth
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import time
 from collections import defaultdict, deque
@@ -27,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 Emit = Callable[[str, Any, str], Awaitable[None]]
 
+# How long a connection remembers what init or a replay gave it.
+GIVEN_HORIZON = datetime.timedelta(minutes=10)
+
 
 @dataclasses.dataclass(eq=False)
 class Connection:
@@ -37,6 +44,9 @@ class Connection:
     lang: str
     since: ObjectId
     syncing: bool = True
+    # Ids the client already has from init or a replay. A notification is committed before it is
+    # announced, so a replay can find one whose live copy is still on its way: skip that copy.
+    given: set[ObjectId] = dataclasses.field(default_factory=set)
     # Live events that arrived while syncing: notifications, and (event, data) pairs.
     held: deque[Notification | tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=deque)
 
@@ -87,7 +97,7 @@ class Hub:
 
     async def sync(self, conn: Connection, *, since: ObjectId | None, since_error: str | None = None) -> None:
         """Send ``init``, then what was missed since ``since``, then whatever was held."""
-        sent: set[ObjectId] = set()
+        sent = conn.given
         try:
             snapshot = await self._service.snapshot(conn.user, limit=self._init_limit)
             await self._emit("init", {
@@ -112,7 +122,7 @@ class Hub:
             if conn.syncing or conn.sid not in self._by_sid:
                 continue
             conn.syncing = True
-            sent: set[ObjectId] = set()
+            sent = conn.given
             try:
                 await self._replay(conn, conn.since, sent)
             except Exception:
@@ -125,27 +135,35 @@ class Hub:
         if missed is None:
             await self._emit("resync_required", {"reason": "too_many_missed"}, conn.sid)
             return
+        count = await self._service.unread_count(conn.user) if missed else 0
         for notification in missed:
-            await self._send(conn, notification, "replay")
+            await self._send(conn, notification, "replay", count)
             sent.add(notification.id)
 
     async def _release(self, conn: Connection, sent: set[ObjectId]) -> None:
+        # Live copies come within moments of their commit: older entries can go.
+        horizon = ObjectId.from_datetime(datetime.datetime.now(datetime.timezone.utc) - GIVEN_HORIZON)
+        conn.given.difference_update([i for i in conn.given if i < horizon])
         # Held notifications may grow while we send: drain until empty, then go live
         # without an await in between so nothing can slip past.
         while conn.held:
-            item = conn.held.popleft()
-            if conn.sid not in self._by_sid:
-                continue
-            if isinstance(item, Notification):
-                if item.id not in sent:
-                    await self._send(conn, item, "live")
-            else:
-                await self._emit(item[0], item[1], conn.sid)
+            # One fresh count covers everything released in this round.
+            count = await self._service.unread_count(conn.user)
+            while conn.held:
+                item = conn.held.popleft()
+                if conn.sid not in self._by_sid:
+                    continue
+                if isinstance(item, Notification):
+                    if item.id not in sent:
+                        await self._send(conn, item, "live", count)
+                else:
+                    await self._emit(item[0], {**item[1], "unread_count": count}, conn.sid)
         conn.syncing = False
 
-    async def _send(self, conn: Connection, notification: Notification, path: str,
+    async def _send(self, conn: Connection, notification: Notification, path: str, count: int,
                     rendered: dict[str, Any] | None = None) -> None:
-        await self._emit("notification", rendered or self._renderer.render(notification, conn.lang), conn.sid)
+        payload = rendered or self._renderer.render(notification, conn.lang)
+        await self._emit("notification", {**payload, "unread_count": count}, conn.sid)
         if notification.id > conn.since:
             conn.since = notification.id
         metrics.DELIVERED.labels(path).inc()
@@ -171,7 +189,11 @@ class Hub:
         # One producer request yields many notifications with the same texts: render
         # each text once per language, then only swap in the per-recipient fields.
         texts: dict[tuple[bytes, str], tuple[str, str | None]] = {}
-        for notification in notifications:
+        local = [n for n in notifications if n.recipient in self._by_user]
+        if not local:
+            return
+        counts = await self._service.unread_counts(list({n.recipient for n in local}))
+        for notification in local:
             conns = self._by_user.get(notification.recipient)
             if not conns:
                 continue
@@ -183,13 +205,19 @@ class Hub:
                 if conn.syncing:
                     conn.held.append(notification)
                     continue
+                if notification.id in conn.given:
+                    conn.given.discard(notification.id)
+                    continue
                 key = (content, conn.lang)
                 if key not in texts:
                     texts[key] = self._renderer.texts(notification, conn.lang)
                 rendered = self._renderer.render(notification, conn.lang, texts=texts[key])
-                await self._send(conn, notification, "live", rendered)
+                await self._send(conn, notification, "live", counts[notification.recipient], rendered)
 
     async def _broadcast(self, user: str, event: str, data: dict[str, Any]) -> None:
+        if user not in self._by_user:
+            return
+        data = {**data, "unread_count": await self._service.unread_count(user)}
         for conn in list(self._by_user.get(user, ())):
             if conn.syncing:
                 # After init, so the count it carries is never overwritten by an older one.

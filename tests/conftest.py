@@ -41,6 +41,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "NOTIHUB_REDIS_PORT": str(_free_run(1)),
         "NOTIHUB_MONGO_BASE_PORT": str(_free_run(3)),
         "NOTIHUB_MONGO_DELAYED_SECS": str(SECONDARY_DELAY),
+        # MongoDB's TTL monitor wakes every second instead of every minute (retention tests).
+        "NOTIHUB_MONGO_TTL_MONITOR_SECS": "1",
         "NOTIHUB_JWT_SECRET": JWT_SECRET,
         "NOTIHUB_SERVICE_KEYS": f"{SERVICE_KEY},second-key",
         "NOTIHUB_MAX_CONNECTIONS_PER_USER": "8",

@@ -8,20 +8,23 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from ..models import Notification
 
 _DUPLICATE_KEY = 11000
+_INDEX_OPTIONS_CONFLICT = 85
 _INSERT_BATCH = 1000
 
 
 class NotificationStore:
     """Reads and writes the ``notifications`` collection; every query is served by an index."""
 
-    def __init__(self, *, db: AsyncDatabase, retention_days: int) -> None:
+    def __init__(self, *, db: AsyncDatabase, retention: dt.timedelta, max_per_user: int) -> None:
+        self._db = db
         self._coll = db["notifications"]
-        self._retention = dt.timedelta(days=retention_days)
+        self._retention = retention
+        self.max_per_user = max_per_user
 
     async def ensure_indexes(self) -> None:
         """Create the indexes every query below relies on (idempotent)."""
@@ -41,13 +44,27 @@ class NotificationStore:
                     unique=True,
                     partialFilterExpression={"source": {"$exists": True}},
                 ),
-                IndexModel(
-                    [("created_at", ASCENDING)],
-                    name="retention",
-                    expireAfterSeconds=int(self._retention.total_seconds()),
-                ),
             ]
         )
+        await self._ensure_retention()
+
+    async def _ensure_retention(self) -> None:
+        # MongoDB's TTL monitor deletes notifications older than the retention period.
+        expire = int(self._retention.total_seconds())
+        try:
+            await self._coll.create_index([("created_at", ASCENDING)], name="retention", expireAfterSeconds=expire)
+        except OperationFailure as exc:
+            if exc.code != _INDEX_OPTIONS_CONFLICT:
+                raise
+            # The retention setting changed since the index was made: update it in place.
+            await self._db.command(
+                "collMod", self._coll.name, index={"name": "retention", "expireAfterSeconds": expire}
+            )
+
+    async def retention_seconds(self) -> int | None:
+        """The TTL of the retention index as MongoDB has it."""
+        info = await self._coll.index_information()
+        return info.get("retention", {}).get("expireAfterSeconds")
 
     async def insert(self, notifications: Sequence[Notification]) -> list[Notification]:
         """Store notifications in batches; return those that were new (repeats are skipped)."""
@@ -67,7 +84,7 @@ class NotificationStore:
 
     async def by_source(self, source: str) -> list[tuple[ObjectId, str]]:
         """Ids and recipients stored for one idempotency source."""
-        cursor = self._coll.find({"source": source}, {"_id": 1, "recipient": 1}).hint("source_recipient")
+        cursor = self._coll.find({"source": source}, {"_id": 1, "recipient": 1}).sort("_id", ASCENDING)
         return [(doc["_id"], doc["recipient"]) async for doc in cursor]
 
     async def page(
@@ -94,6 +111,35 @@ class NotificationStore:
     async def unread_count(self, recipient: str) -> int:
         """How many unread notifications a recipient has."""
         return await self._coll.count_documents({"recipient": recipient, "read": False})
+
+    async def unread_counts(self, recipients: Sequence[str]) -> dict[str, int]:
+        """Unread counts of several recipients in one round trip (0 for those with none)."""
+        pipeline = [
+            {"$match": {"recipient": {"$in": list(recipients)}, "read": False}},
+            {"$group": {"_id": "$recipient", "n": {"$sum": 1}}},
+        ]
+        counts = dict.fromkeys(recipients, 0)
+        async for doc in await self._coll.aggregate(pipeline):
+            counts[doc["_id"]] = doc["n"]
+        return counts
+
+    async def trim(self, recipients: Sequence[str]) -> int:
+        """Keep only the newest ``max_per_user`` notifications of each recipient; return how many went."""
+        cap = self.max_per_user
+        over = self._coll.aggregate([
+            {"$match": {"recipient": {"$in": list(recipients)}}},
+            {"$group": {"_id": "$recipient", "n": {"$sum": 1}}},
+            {"$match": {"n": {"$gt": cap}}},
+        ])
+        removed = 0
+        async for doc in await over:
+            # The newest notification that falls outside the cap, and everything older.
+            boundary = await self._coll.find({"recipient": doc["_id"]}, {"_id": 1}).sort(
+                "_id", DESCENDING).skip(cap).limit(1).to_list(1)
+            if boundary:
+                result = await self._coll.delete_many({"recipient": doc["_id"], "_id": {"$lte": boundary[0]["_id"]}})
+                removed += result.deleted_count
+        return removed
 
     async def mark_read(self, recipient: str, ids: Sequence[ObjectId]) -> list[ObjectId]:
         """Mark some of a recipient's notifications read; return the ids that changed."""

@@ -97,3 +97,24 @@ async def test_unknown_route_and_method(hub):
     assert (await hub.request("GET", "/v1/nothing"))[1]["error"]["code"] == "not_found"
     status, body = await hub.request("PATCH", "/v1/notifications", service=True)
     assert status == 405 and body["error"]["code"] == "method_not_allowed"
+
+
+async def test_walking_pages_while_new_ones_arrive_sees_every_older_item_once(hub):
+    import asyncio
+
+    user = hub.new_user()
+    older = await _seed(hub, user, 30)
+    token = hub.token(user)
+    producer = asyncio.create_task(_seed(hub, user, 20, "post.liked"))
+    seen, cursor = [], None
+    while True:
+        path = "/v1/me/notifications?limit=7" + (f"&cursor={cursor}" if cursor else "")
+        _, page = await hub.request("GET", path, token=token)
+        seen += [n["id"] for n in page["notifications"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    newer = await producer
+    assert len(seen) == len(set(seen)), "an item came twice"
+    assert [i for i in seen if i in set(older)] == older[::-1], "an older item was skipped or misordered"
+    assert set(seen) <= set(older) | set(newer)

@@ -1,0 +1,96 @@
+"""Topics: subscriptions and fan-out to subscribers."""
+import asyncio
+import time
+
+import pytest
+
+
+async def test_subscribe_list_unsubscribe(hub):
+    topic = f"course:{hub.new_user('c')}:instructors"
+    users = sorted(hub.new_user() for _ in range(5))
+    for user in users + users[:2]:  # subscribing twice is harmless
+        assert (await hub.request("PUT", f"/v1/topics/{topic}/subscribers/{user}", service=True))[0] == 204
+    status, page = await hub.request("GET", f"/v1/topics/{topic}/subscribers?limit=3", service=True)
+    assert status == 200 and page["subscribers"] == users[:3]
+    status, rest = await hub.request("GET", f"/v1/topics/{topic}/subscribers?limit=3&cursor={page['next_cursor']}",
+                                     service=True)
+    assert rest == {"subscribers": users[3:], "next_cursor": None}
+    assert (await hub.request("DELETE", f"/v1/topics/{topic}/subscribers/{users[0]}", service=True))[0] == 204
+    assert (await hub.request("DELETE", f"/v1/topics/{topic}/subscribers/{users[0]}", service=True))[0] == 204
+    _, page = await hub.request("GET", f"/v1/topics/{topic}/subscribers", service=True)
+    assert page["subscribers"] == users[1:]
+
+
+async def test_topic_publish_reaches_subscribers_only(hub, js):
+    topic = f"followers:{hub.new_user()}"
+    fan, other = hub.new_user(), hub.new_user()
+    await hub.request("PUT", f"/v1/topics/{topic}/subscribers/{fan}", service=True)
+    fan_sock = await hub.connect(js, "fan", fan)
+    other_sock = await hub.connect(js, "other", other)
+    await fan_sock.wait_for("init")
+    await other_sock.wait_for("init")
+    status, body = await hub.request("POST", "/v1/notifications", service=True,
+                                     json={"topic": topic, "type": "post.created", "actor": {"id": "a", "name": "Kim"},
+                                           "data": {"post_title": "Hello"}})
+    assert status == 201 and [n["recipient"] for n in body["notifications"]] == [fan]
+    assert (await fan_sock.wait_for("notification"))["title"] == "Kim published a new post"
+    await hub.publish([other], "user.followed")  # fence
+    await other_sock.wait_for("notification")
+    assert [n["type"] for n in other_sock.events("notification")] == ["user.followed"]
+
+
+async def test_empty_topic_notifies_nobody(hub):
+    status, body = await hub.request("POST", "/v1/notifications", service=True,
+                                     json={"topic": f"t-{hub.new_user()}", "type": "post.created"})
+    assert status == 201 and body == {"notifications": []}
+
+
+async def test_ten_thousand_subscribers(hub, js, runtime, capsys):
+    topic = f"followers:{hub.new_user('star')}"
+    users = [hub.new_user("f") for _ in range(10_000)]
+    # Seed the subscriptions straight into MongoDB: 10,000 PUTs would only test HTTP.
+    await runtime.db["topic_subscribers"].insert_many([{"topic": topic, "user": u} for u in users])
+    online = users[::625]
+    socks = []
+    for i, user in enumerate(online):
+        sock = await hub.connect(js, f"f{i}", user, lang=("en", "ko")[i % 2])
+        await sock.wait_for("init")
+        socks.append(sock)
+    started = time.perf_counter()
+    status, body = await hub.request("POST", "/v1/notifications", service=True,
+                                     json={"topic": topic, "type": "post.created", "actor": {"id": "s", "name": "Star"},
+                                           "data": {"post_title": "New"}})
+    stored = time.perf_counter() - started
+    assert status == 201 and len(body["notifications"]) == 10_000
+    assert {n["recipient"] for n in body["notifications"]} == set(users)
+    notes = await asyncio.gather(*(s.wait_for("notification", timeout=30) for s in socks))
+    delivered = time.perf_counter() - started
+    assert [n["recipient"] for n in notes] == online
+    assert await runtime.db["notifications"].count_documents({"recipient": {"$in": users}}) == 10_000
+    with capsys.disabled():
+        print(f"\n10,000-subscriber topic: stored in {stored * 1000:.0f} ms, "
+              f"all {len(online)} online followers had it after {delivered * 1000:.0f} ms")
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/topics/%24where/subscribers/u1",
+    "/v1/topics/t/subscribers/%7B%22%24ne%22%3Anull%7D",
+    "/v1/topics/t/subscribers/" + "u" * 200,
+    "/v1/topics/bad%20topic/subscribers/u1",
+])
+async def test_bad_topic_or_user(hub, path):
+    status, body = await hub.request("PUT", path, service=True)
+    assert status == 400 and body["error"]["code"] == "invalid_request"
+
+
+async def test_topic_endpoints_need_a_service_key(hub):
+    for method, path in (("PUT", "/v1/topics/t/subscribers/u"), ("DELETE", "/v1/topics/t/subscribers/u"),
+                         ("GET", "/v1/topics/t/subscribers")):
+        status, body = await hub.request(method, path, token=hub.token("u"))
+        assert status == 401 and body["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=a"])
+async def test_bad_subscriber_page(hub, query):
+    status, body = await hub.request("GET", f"/v1/topics/t/subscribers?{query}", service=True)
+    assert status == 400
