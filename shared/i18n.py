@@ -27,6 +27,9 @@ KNOWN_TYPES = (
     "course.progressed",
 )
 
+# Types whose title names how many others did the same (data.others), with plural forms.
+COUNTED_TYPES = ("post.liked", "comment.created")
+
 
 def supported_languages() -> tuple[str, ...]:
     """Languages that have a catalogue."""
@@ -125,6 +128,10 @@ class Renderer:
         params["actor"] = (actor.name or actor.id) if actor else tr.gettext("actor.someone")
         kind = notification.type if notification.type in KNOWN_TYPES else "generic"
         title = _override(notification.title, lang, self.default_lang)
+        others = params.get("others")
+        if title is None and kind in COUNTED_TYPES and isinstance(others, int) and not isinstance(others, bool) and others > 0:
+            # "Kim and 3 other people liked your post", with the language's plural rules.
+            title = _fill(tr.ngettext(f"{kind}.title_others", f"{kind}.title_others", others), params)
         if title is None:
             title = _fill(tr.gettext(f"{kind}.title"), params) or tr.gettext("generic.title")
         body = _override(notification.body, lang, self.default_lang)

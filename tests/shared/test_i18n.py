@@ -7,7 +7,7 @@ from bson import ObjectId
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.i18n import KNOWN_TYPES, LOCALES_DIR, Renderer, negotiate, normalize_language, supported_languages
+from shared.i18n import COUNTED_TYPES, KNOWN_TYPES, LOCALES_DIR, Renderer, negotiate, normalize_language, supported_languages
 from shared.models import Actor, Notification
 
 
@@ -69,6 +69,26 @@ def test_negotiate_accept_language():
     assert negotiate("en;q=0.1, ko;q=0.9", "en") == "ko"
     assert negotiate("de", "ko") == "ko"
     assert negotiate("ko;q=0", "en") == "en"
+
+
+def test_counted_titles_use_plural_forms():
+    r = Renderer(default_lang="en")
+    one, many = make("post.liked", params={"others": 1}), make("post.liked", params={"others": 3})
+    assert r.render(one, "en")["title"] == "Kim and 1 other person liked your post"
+    assert r.render(many, "en")["title"] == "Kim and 3 other people liked your post"
+    assert r.render(many, "ko")["title"] == "Kim님 외 3명이 회원님의 글을 좋아합니다"
+    assert r.render(make("post.liked", params={"others": 0}), "en")["title"] == "Kim liked your post"
+    assert r.render(make("post.liked", params={"others": True}), "en")["title"] == "Kim liked your post"
+
+
+@pytest.mark.parametrize("lang", ["en", "ko"])
+def test_counted_types_have_plural_entries(lang):
+    with open(LOCALES_DIR / lang / "LC_MESSAGES" / "notihub.po", "rb") as fh:
+        catalog = read_po(fh)
+    for type_ in COUNTED_TYPES:
+        message = catalog.get((f"{type_}.title_others", f"{type_}.title_others"))
+        assert message is not None and message.pluralizable, (lang, type_)
+        assert all(message.string), (lang, type_)
 
 
 def test_plural_forms():
