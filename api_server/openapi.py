@@ -73,6 +73,10 @@ def build(endpoints: "tuple[Endpoint, ...]") -> dict[str, Any]:
             responses.setdefault("415", error)
         if "{" in e.path:
             responses.setdefault("404", error)
+        if e.conflicts:
+            responses.setdefault("409", error)
+        # Any operation that needs MongoDB or Redis answers 503 while one of them is down.
+        responses.setdefault("503", error)
         op["responses"] = responses
         paths.setdefault(e.path, {})[e.method.lower()] = op
     return {

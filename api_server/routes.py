@@ -31,6 +31,7 @@ class Endpoint:
     responses: dict[int, type[BaseModel] | None] = dataclasses.field(default_factory=dict)
     query: tuple[openapi.Param, ...] = ()
     tag: str = "notifications"
+    conflicts: bool = False  # may answer 409
 
 
 _PAGE_QUERY = (
@@ -41,7 +42,7 @@ _PAGE_QUERY = (
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/v1/notifications", views.publish, "Notify users (producer)", auth="service",
-             body=PublishIn, responses={201: PublishOut, 200: PublishOut}, tag="producer"),
+             body=PublishIn, responses={201: PublishOut, 200: PublishOut}, tag="producer", conflicts=True),
     Endpoint("GET", "/v1/me/notifications", views.list_mine, "The caller's inbox, newest first",
              auth="user", responses={200: PageOut}, query=_PAGE_QUERY),
     Endpoint("GET", "/v1/me/notifications/unread-count", views.unread_count, "The caller's unread count",
