@@ -1,4 +1,4 @@
-"""Command line: python -m devstack {run,install-system}."""
+"""Command line: python -m devstack {run,install-system,install-kafka}."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import logging
 import os
 import select
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 from types import FrameType
 
+from devstack.kafka import KAFKA_VERSION, ensure_kafka_libs
 from devstack.stack import Stack
 from devstack.system import install_system
 
@@ -33,7 +35,16 @@ environment (all optional):
   NOTIHUB_REDIS_PORT         local Redis (default 6390)
   NOTIHUB_MONGO_BASE_PORT    local replica set on base..base+2 (default 27117)
   NOTIHUB_MONGO_DELAYED_SECS make member 2 a delayed, non-voting secondary
-  NOTIHUB_REDIS_URL / NOTIHUB_MONGO_URL
+  NOTIHUB_KAFKA_PORT         local Kafka broker (default 9092)
+  NOTIHUB_KAFKA_CONTROLLER_PORT
+                             its KRaft controller listener (default 9093)
+  NOTIHUB_KAFKA_HEAP         its JVM heap (default 512m)
+  NOTIHUB_KAFKA=off          no Kafka at all: no local broker, no ingest workers, and
+                             NOTIHUB_KAFKA_BOOTSTRAP is not passed to the application
+  NOTIHUB_KAFKA_LIBS         Kafka jar cache (default ~/.cache/notihub/kafka-<version>/libs)
+  NOTIHUB_INGEST_WORKERS     number of ingest workers, when the repo has ingest/ (default 1)
+  NOTIHUB_INGEST_BASE_PORT   ingest worker i serves /healthz on base+i (default 8300)
+  NOTIHUB_REDIS_URL / NOTIHUB_MONGO_URL / NOTIHUB_KAFKA_BOOTSTRAP
                              use these services instead of starting local ones
 """
 
@@ -45,6 +56,7 @@ class _Stop(BaseException):
 def _banner(stack: Stack) -> str:
     key = (os.environ.get("NOTIHUB_SERVICE_KEYS") or DEFAULT_SERVICE_KEY).split(",")[0].strip()
     url = stack.public_url
+    ingest = "".join(f"\n  ingest         {i}={u}" for i, u in stack.ingest_urls.items())
     return f"""
 notihub is running
   public entry   {url}
@@ -54,6 +66,7 @@ notihub is running
   workers        {", ".join(f"{w}={u}" for w, u in stack.worker_urls.items())}
   MongoDB        {stack.mongo_url}
   Redis          {stack.redis_url}
+  Kafka          {stack.kafka_bootstrap or "off"}{ingest}
   logs           {stack.log_dir}
 
 mint a user token:
@@ -70,7 +83,7 @@ Ctrl-C stops everything.
 
 
 def _supervise(stack: Stack, wakeup_fd: int) -> None:
-    """Block until SIGINT/SIGTERM; restart the API or a socket worker that dies, with capped backoff."""
+    """Block until SIGINT/SIGTERM; restart the API, a socket or ingest worker that dies, with capped backoff."""
     backoff: dict[str, float] = {}
     reported: set[int] = set()
     due: dict[str, float] = {}
@@ -96,8 +109,8 @@ def _supervise(stack: Stack, wakeup_fd: int) -> None:
                     log.error("restarting %s failed: %s", name, exc)
         # Backing services are not restarted (their data would be lost or diverge); say so once.
         for proc in stack.all_processes():
-            if proc.pid is not None and not proc.alive and proc.name not in stack.socket_workers \
-                    and proc.name != "api" and proc.pid not in reported:
+            if proc.pid is not None and not proc.alive and proc.name not in stack.app_process_names() \
+                    and proc.pid not in reported:
                 reported.add(proc.pid)
                 log.error("%s (pid %s) exited with code %s; see %s", proc.name, proc.pid, proc.returncode, proc.log_path)
         # Sleep until a signal arrives (SIGCHLD when a child exits, or SIGINT/SIGTERM) or the
@@ -155,9 +168,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_install_system(args: argparse.Namespace) -> int:
-    """Install the Debian packages the stack needs, when missing."""
+    """Install the Debian packages the stack needs, when missing, then the Kafka jars."""
     installed = install_system()
     print("installed: " + ", ".join(installed) if installed else "system packages already present")
+    if (os.environ.get("NOTIHUB_KAFKA") or "").strip().lower() == "off":
+        print("NOTIHUB_KAFKA=off: Kafka jars not fetched")
+        return 0
+    return cmd_install_kafka(args)
+
+
+def cmd_install_kafka(args: argparse.Namespace) -> int:
+    """Download Apache Kafka and its runtime jars from Maven Central into the cache, when missing."""
+    try:
+        libs = ensure_kafka_libs()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        log.error("fetching the Kafka jars failed: %s", exc)
+        return 1
+    print(f"Kafka {KAFKA_VERSION} jars in {libs}")
     return 0
 
 
@@ -166,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devstack",
         description="Install and run the local notihub stack: Redis, a 3-member MongoDB replica "
-        "set, the API server, the socket workers and nginx as the public entry.",
+        "set, a Kafka broker, the API server, the socket workers, the ingest workers and nginx as "
+        "the public entry.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -175,8 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="start the stack and keep it running until Ctrl-C",
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.set_defaults(func=cmd_run)
-    inst = sub.add_parser("install-system", help="apt-get install redis-server and nginx-light when missing")
+    inst = sub.add_parser(
+        "install-system",
+        help="apt-get install redis-server, nginx-light, Java 17 and Maven when missing, then fetch the Kafka jars",
+    )
     inst.set_defaults(func=cmd_install_system)
+    kafka = sub.add_parser("install-kafka", help=f"fetch Kafka {KAFKA_VERSION} and its jars from Maven Central when missing")
+    kafka.set_defaults(func=cmd_install_kafka)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

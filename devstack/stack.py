@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Mapping, Protocol
 
 from devstack.hub import REPO_ROOT, HubProcess
+from devstack.kafka import KafkaBroker
 from devstack.mongo import MongoReplicaSet
 from devstack.nginx import Nginx
 from devstack.ports import port_accepts
@@ -24,11 +25,21 @@ DEFAULTS = {
     "NOTIHUB_SOCKET_BASE_PORT": "8200",
     "NOTIHUB_REDIS_PORT": "6390",
     "NOTIHUB_MONGO_BASE_PORT": "27117",
+    "NOTIHUB_KAFKA_PORT": "9092",
+    "NOTIHUB_KAFKA_CONTROLLER_PORT": "9093",
+    "NOTIHUB_KAFKA_HEAP": "512m",
+    "NOTIHUB_INGEST_WORKERS": "1",
+    "NOTIHUB_INGEST_BASE_PORT": "8300",
 }
 
 
+def ingest_available() -> bool:
+    """True when the repository has the ingest worker (python -m ingest)."""
+    return (REPO_ROOT / "ingest" / "__main__.py").exists()
+
+
 class Service(Protocol):
-    """What the stack needs from a backing service (Redis, MongoDB, later Kafka, ...)."""
+    """What the stack needs from a backing service (Redis, MongoDB, Kafka, ...)."""
 
     name: str
 
@@ -49,7 +60,7 @@ def _int(env: Mapping[str, str], key: str) -> int:
 
 
 class Stack:
-    """Redis, MongoDB, the API, the socket workers and nginx, started and stopped together."""
+    """Redis, MongoDB, Kafka, the API, the socket and ingest workers and nginx, started and stopped together."""
 
     def __init__(self, *, state_dir: str | os.PathLike[str], env: Mapping[str, str]) -> None:
         self.state_dir = Path(state_dir).resolve()
@@ -63,12 +74,22 @@ class Stack:
             raise ValueError("NOTIHUB_SOCKET_WORKERS must be at least 1")
         self.worker_ids = [f"w{i}" for i in range(n_workers)]
         delayed = env.get("NOTIHUB_MONGO_DELAYED_SECS")
+        kafka_switch = (env.get("NOTIHUB_KAFKA") or "on").strip().lower()
+        if kafka_switch not in ("on", "off"):
+            raise ValueError(f"NOTIHUB_KAFKA must be on or off, got {env.get('NOTIHUB_KAFKA')!r}")
+        # The escape hatch: off wins over NOTIHUB_KAFKA_BOOTSTRAP, and the application sees no Kafka.
+        self.kafka_off = kafka_switch == "off"
+        n_ingest = _int(env, "NOTIHUB_INGEST_WORKERS")
+        if n_ingest < 0:
+            raise ValueError("NOTIHUB_INGEST_WORKERS must not be negative")
+        self.ingest_base_port = _int(env, "NOTIHUB_INGEST_BASE_PORT")
 
         # Backing services, started in this order and stopped in reverse. A service given by
-        # URL (NOTIHUB_*_URL) is someone else's: it is neither started nor stopped here.
-        # Kafka and the ingest workers plug in here later as further entries.
+        # URL (NOTIHUB_*_URL, NOTIHUB_KAFKA_BOOTSTRAP) is someone else's: it is neither started
+        # nor stopped here.
         self.redis: RedisServer | None = None
         self.mongo: MongoReplicaSet | None = None
+        self.kafka: KafkaBroker | None = None
         self.services: list[Service] = []
         if not env.get("NOTIHUB_REDIS_URL"):
             self.redis = RedisServer(
@@ -88,9 +109,23 @@ class Stack:
                             if env.get("NOTIHUB_MONGO_TTL_MONITOR_SECS") else None),
             )
             self.services.append(self.mongo)
+        if not env.get("NOTIHUB_KAFKA_BOOTSTRAP") and not self.kafka_off:
+            self.kafka = KafkaBroker(
+                port=_int(env, "NOTIHUB_KAFKA_PORT"),
+                controller_port=_int(env, "NOTIHUB_KAFKA_CONTROLLER_PORT"),
+                data_dir=self.state_dir / "kafka",
+                log_path=self.log_dir / "kafka.log",
+                heap=env.get("NOTIHUB_KAFKA_HEAP") or DEFAULTS["NOTIHUB_KAFKA_HEAP"],
+            )
+            self.services.append(self.kafka)
+
+        # Ingest workers consume Kafka: none without a broker, or before the repository has them.
+        with_ingest = self.kafka_bootstrap is not None and ingest_available()
+        self.ingest_ids = [f"i{i}" for i in range(n_ingest)] if with_ingest else []
 
         self.api: HubProcess | None = None
         self.socket_workers: dict[str, HubProcess] = {}
+        self.ingest_workers: dict[str, HubProcess] = {}
         self.nginx: Nginx | None = None
         self._started: list[object] = []
 
@@ -102,6 +137,8 @@ class Stack:
         env.update(self.settings)
         for service in self.services:
             env.update(service.env)
+        if self.kafka_off:
+            env.pop("NOTIHUB_KAFKA_BOOTSTRAP", None)
         # Children log unbuffered so that a crash leaves its last lines in the log file.
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
@@ -138,6 +175,18 @@ class Stack:
         """The Redis URL the application uses."""
         return self.redis.url if self.redis else self.settings["NOTIHUB_REDIS_URL"]
 
+    @property
+    def kafka_bootstrap(self) -> str | None:
+        """The Kafka bootstrap servers the application uses, or None without Kafka (NOTIHUB_KAFKA=off)."""
+        if self.kafka_off:
+            return None
+        return self.kafka.bootstrap if self.kafka else self.settings.get("NOTIHUB_KAFKA_BOOTSTRAP") or None
+
+    @property
+    def ingest_urls(self) -> dict[str, str]:
+        """Ingest worker id -> its URL (/healthz, /metrics)."""
+        return {iid: f"http://127.0.0.1:{self.ingest_base_port + i}" for i, iid in enumerate(self.ingest_ids)}
+
     # -- lifecycle -----------------------------------------------------------------------
 
     def ports(self) -> dict[int, str]:
@@ -147,9 +196,14 @@ class Stack:
             ports[self.redis.port] = "redis (NOTIHUB_REDIS_PORT)"
         if self.mongo:
             ports.update({p: f"mongod-{i} (NOTIHUB_MONGO_BASE_PORT+{i})" for i, p in enumerate(self.mongo.ports)})
+        if self.kafka:
+            ports[self.kafka.port] = "kafka (NOTIHUB_KAFKA_PORT)"
+            ports[self.kafka.controller_port] = "kafka controller (NOTIHUB_KAFKA_CONTROLLER_PORT)"
         ports[self.api_port] = "api (NOTIHUB_API_PORT)"
         for i, wid in enumerate(self.worker_ids):
             ports[self.socket_base_port + i] = f"{wid} (NOTIHUB_SOCKET_BASE_PORT+{i})"
+        for i, iid in enumerate(self.ingest_ids):
+            ports[self.ingest_base_port + i] = f"{iid} (NOTIHUB_INGEST_BASE_PORT+{i})"
         ports[self.public_port] = "nginx (NOTIHUB_PUBLIC_PORT)"
         return ports
 
@@ -181,6 +235,14 @@ class Stack:
                 self.socket_workers[wid] = hub
                 self._timed(wid, hub.start)
                 self._started.append(hub)
+            for i, iid in enumerate(self.ingest_ids):
+                hub = HubProcess(
+                    name=iid, module="ingest", args=["--worker-id", iid], port=self.ingest_base_port + i,
+                    env=env, log_path=self.log_dir / f"{iid}.log", cwd=REPO_ROOT,
+                )
+                self.ingest_workers[iid] = hub
+                self._timed(iid, hub.start)
+                self._started.append(hub)
             self.nginx = Nginx(
                 port=self.public_port,
                 api_addr=self.api.addr,
@@ -202,7 +264,13 @@ class Stack:
     def stop(self) -> None:
         """Stop everything that was started, in reverse order; one failure does not stop the rest."""
         # Also covers an item whose start() failed half-way (it is not in _started yet).
-        pending = [self.nginx, *reversed(list(self.socket_workers.values())), self.api, *reversed(self.services)]
+        pending = [
+            self.nginx,
+            *reversed(list(self.ingest_workers.values())),
+            *reversed(list(self.socket_workers.values())),
+            self.api,
+            *reversed(self.services),
+        ]
         for item in pending:
             if item is None:
                 continue
@@ -229,23 +297,38 @@ class Stack:
         """Start socket worker wid again (same port) and wait for its /healthz."""
         self.socket_workers[wid].restart(timeout)
 
+    def kill_ingest_worker(self, iid: str) -> None:
+        """SIGKILL ingest worker iid (for failure tests)."""
+        self.ingest_workers[iid].kill()
+
+    def restart_ingest_worker(self, iid: str, timeout: float = 30.0) -> None:
+        """Start ingest worker iid again (same port) and wait for its /healthz."""
+        self.ingest_workers[iid].restart(timeout)
+
     def restart_api(self, timeout: float = 30.0) -> None:
         """Start the API again (same port) and wait for its /healthz."""
         assert self.api is not None
         self.api.restart(timeout)
 
+    def app_process_names(self) -> set[str]:
+        """Names of the application processes, which the supervisor restarts (api, w0, ..., i0, ...)."""
+        return {"api", *self.worker_ids, *self.ingest_ids}
+
     def dead_app_processes(self) -> list[str]:
-        """Names of application processes (api, w0, ...) that started and have since exited."""
+        """Names of application processes (api, w0, i0, ...) that started and have since exited."""
         dead = []
         if self.api is not None and self.api in self._started and not self.api.alive:
             dead.append("api")
         dead.extend(wid for wid, hub in self.socket_workers.items() if hub in self._started and not hub.alive)
+        dead.extend(iid for iid, hub in self.ingest_workers.items() if hub in self._started and not hub.alive)
         return dead
 
     def restart_app_process(self, name: str) -> None:
         """Restart the application process named as in dead_app_processes()."""
         if name == "api":
             self.restart_api()
+        elif name in self.ingest_workers:
+            self.restart_ingest_worker(name)
         else:
             self.restart_worker(name)
 
@@ -256,9 +339,12 @@ class Stack:
             procs.append(self.redis.process)
         if self.mongo:
             procs.extend(self.mongo.members)
+        if self.kafka:
+            procs.append(self.kafka.process)
         if self.api:
             procs.append(self.api.process)
         procs.extend(hub.process for hub in self.socket_workers.values())
+        procs.extend(hub.process for hub in self.ingest_workers.values())
         if self.nginx:
             procs.append(self.nginx.process)
         return procs

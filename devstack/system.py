@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import subprocess
+from typing import Iterable
 
 log = logging.getLogger(__name__)
 
@@ -13,6 +14,9 @@ log = logging.getLogger(__name__)
 PACKAGES = {
     "redis-server": "redis-server",
     "nginx-light": "nginx",
+    # Kafka runs from Maven Central jars (devstack.kafka): a Java 17 runtime and Maven fetch them.
+    "openjdk-17-jre-headless": "java",
+    "maven": "mvn",
 }
 
 _SBIN = ("/usr/sbin", "/usr/bin", "/sbin")
@@ -25,16 +29,17 @@ def _have(executable: str) -> bool:
     return any(os.access(os.path.join(d, executable), os.X_OK) for d in _SBIN)
 
 
-def missing_packages() -> list[str]:
-    """Return the Debian packages whose executables are not installed."""
-    return [pkg for pkg, exe in PACKAGES.items() if not _have(exe)]
+def missing_packages(packages: Iterable[str] | None = None) -> list[str]:
+    """Return the Debian packages (default: all of PACKAGES) whose executables are not installed."""
+    return [pkg for pkg in (PACKAGES if packages is None else packages) if not _have(PACKAGES[pkg])]
 
 
-def install_system() -> list[str]:
-    """Install the missing Debian packages (idempotent); return what was installed."""
-    missing = missing_packages()
+def install_system(packages: Iterable[str] | None = None) -> list[str]:
+    """Install the missing Debian packages (default: all of PACKAGES, idempotent); return what was installed."""
+    wanted = list(PACKAGES if packages is None else packages)
+    missing = missing_packages(wanted)
     if not missing:
-        log.info("system packages present: %s", ", ".join(PACKAGES))
+        log.info("system packages present: %s", ", ".join(wanted))
         return []
     prefix = [] if os.geteuid() == 0 else ["sudo"]
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
