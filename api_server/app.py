@@ -1,16 +1,18 @@
 """The HTTP API: create_app(settings) builds it, for the server and the tests alike."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from shared.i18n import Renderer
+from shared.kafka import ProducerLink
 from shared.runtime import open_runtime
 from shared.settings import Settings
 from shared.tokens import TokenVerifier
 
-from .keys import RENDERER, RUNTIME, SETTINGS, VERIFIER
+from .keys import KAFKA, RENDERER, RUNTIME, SETTINGS, VERIFIER
 from .middleware import errors
 from .routes import setup_routes
 
@@ -27,6 +29,16 @@ def create_app(settings: Settings) -> web.Application:
             app[RUNTIME] = runtime
             yield
 
+    async def kafka_ctx(app: web.Application) -> AsyncIterator[None]:
+        link = app[KAFKA] = ProducerLink(settings=settings, client_id="notihub-api")
+        connecting = asyncio.create_task(link.run())
+        yield
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
+        await link.close()
+
     app.cleanup_ctx.append(runtime_ctx)
+    if settings.kafka_bootstrap:
+        app.cleanup_ctx.append(kafka_ctx)
     setup_routes(app)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from shared.i18n import Renderer
+from shared.kafka import ProducerLink
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.tokens import TokenVerifier
@@ -12,3 +13,4 @@ SETTINGS = web.AppKey("settings", Settings)
 RUNTIME = web.AppKey("runtime", Runtime)
 RENDERER = web.AppKey("renderer", Renderer)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
+KAFKA = web.AppKey("kafka", ProducerLink)

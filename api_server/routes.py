@@ -12,8 +12,8 @@ from shared import web as shared_web
 
 from . import openapi, views
 from .static_files import setup_static
-from .schemas import (HealthOut, IdsIn, PageOut, PreferencesIn, PreferencesOut, PublishIn, PublishOut,
-                      SubscribersOut, UnreadCountOut)
+from .schemas import (EventAccepted, EventIn, HealthOut, IdsIn, PageOut, PreferencesIn, PreferencesOut, PublishIn,
+                      PublishOut, SubscribersOut, UnreadCountOut)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -53,6 +53,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              auth="user", responses={200: UnreadCountOut}),
     Endpoint("DELETE", "/v1/me/notifications/{id}", views.delete, "Delete one of the caller's notifications",
              auth="user", responses={204: None}),
+    Endpoint("POST", "/v1/events", views.publish_event, "Send a domain event (written to Kafka, handled by ingest)",
+             auth="service", body=EventIn, responses={202: EventAccepted}, tag="producer"),
     Endpoint("PUT", "/v1/topics/{topic}/subscribers/{user_id}", views.subscribe, "Subscribe a user to a topic",
              auth="service", responses={204: None}, tag="producer"),
     Endpoint("DELETE", "/v1/topics/{topic}/subscribers/{user_id}", views.unsubscribe,

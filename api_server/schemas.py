@@ -1,10 +1,12 @@
 """Request and response models: they validate input and generate the OpenAPI document."""
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, field_validator, model_validator
+
+from shared.events.models import EVENT_MODELS
 
 MAX_DATA_BYTES = 16 * 1024
 MAX_RECIPIENTS = 10_000
@@ -127,3 +129,14 @@ class PreferencesOut(BaseModel):
 class SubscribersOut(BaseModel):
     subscribers: list[str]
     next_cursor: str | None
+
+
+AnyEvent = Annotated[Union[tuple(EVENT_MODELS.values())], Field(discriminator="type")]  # noqa: UP007
+
+
+class EventIn(RootModel[AnyEvent]):  # type: ignore[valid-type]
+    """A domain event (the same models validate what the ingest worker consumes)."""
+
+
+class EventAccepted(BaseModel):
+    event_id: str

@@ -4,17 +4,19 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from aiokafka.errors import KafkaError
 from pydantic import TypeAdapter, ValidationError
 
-from shared.errors import InvalidRequest
-
+from shared.errors import InvalidRequest, Unavailable, UnsupportedMediaType
+from shared.events.models import parse_event
 from shared.i18n import negotiate
 from shared.ids import parse_id, parse_ids
+from shared.kafka import EVENTS_TOPIC, kafka_answers
 from shared.models import Actor, Draft
 from shared.service import fingerprint
 
 from .auth import require_service, require_user
-from .keys import RENDERER, RUNTIME, SETTINGS
+from .keys import KAFKA, RENDERER, RUNTIME, SETTINGS
 from .respond import json_response, parse_body, query_bool, query_int
 from .schemas import IdsIn, PreferencesIn, PublishIn, TopicName, UserId
 
@@ -96,9 +98,33 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def publish_event(request: web.Request) -> web.Response:
+    """POST /v1/events: validate a domain event and write it to Kafka for the ingest workers."""
+    require_service(request)
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("send JSON with Content-Type: application/json")
+    raw = await request.read()
+    event = parse_event(raw)
+    link = request.app.get(KAFKA)
+    if link is None:
+        raise Unavailable("Kafka is not configured (NOTIHUB_KAFKA_BOOTSTRAP)")
+    producer = link.producer
+    if producer is None:
+        raise Unavailable("Kafka is not reachable yet; try again")
+    try:
+        # Keyed by event_id, as the contract says; acks=all, idempotent producer.
+        await producer.send_and_wait(EVENTS_TOPIC, value=raw, key=event.event_id.encode())
+    except KafkaError as exc:
+        raise Unavailable(f"Kafka did not take the event: {exc.__class__.__name__}") from None
+    return json_response({"event_id": event.event_id}, status=202)
+
+
 async def readyz(request: web.Request) -> web.Response:
     """GET /readyz: 200 only when every backing service answers; else 503 naming what is down."""
     checks = await request.app[RUNTIME].health()
+    link = request.app.get(KAFKA)
+    if link is not None:
+        checks["kafka"] = link.producer is not None and await kafka_answers(link.producer)
     down = sorted(name for name, ok in checks.items() if not ok)
     body: dict[str, Any] = {"status": "ok" if not down else "unavailable",
                             "checks": {name: "ok" if ok else "down" for name, ok in checks.items()}}

@@ -46,6 +46,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "NOTIHUB_JWT_SECRET": JWT_SECRET,
         "NOTIHUB_SERVICE_KEYS": f"{SERVICE_KEY},second-key",
         "NOTIHUB_MAX_CONNECTIONS_PER_USER": "8",
+        "NOTIHUB_KAFKA_PORT": str(kafka_port := _free_run(2)),
+        "NOTIHUB_KAFKA_CONTROLLER_PORT": str(kafka_port + 1),
+        "NOTIHUB_INGEST_WORKERS": "1",
+        "NOTIHUB_INGEST_BASE_PORT": str(_free_run(3)),
     }
     stack = Stack(state_dir=tmp_path_factory.mktemp("stack"), env=env)
     try:

@@ -10,21 +10,25 @@ from api_server.app import create_app
 async def test_healthz_and_readyz(hub):
     assert await hub.request("GET", "/healthz") == (200, {"status": "ok"})
     status, body = await hub.request("GET", "/readyz")
-    assert status == 200 and body["checks"] == {"mongodb": "ok", "redis": "ok"}
+    assert status == 200 and body["checks"] == {"mongodb": "ok", "redis": "ok", "kafka": "ok"}
 
 
 async def test_readyz_names_what_is_down(settings):
-    # A real API process whose Redis address has nothing listening.
-    broken = dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0")
+    # A real API whose Redis and Kafka addresses have nothing listening.
+    broken = dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0", kafka_bootstrap="127.0.0.1:1")
     async with TestClient(TestServer(create_app(broken))) as client:
         resp = await client.get("/readyz")
         body = await resp.json()
         assert resp.status == 503
-        assert body["checks"] == {"mongodb": "ok", "redis": "down"}
-        assert body["error"] == {"code": "unavailable", "message": "down: redis"}
-        # Producer calls fail cleanly, with the error shape, when Redis is away.
-        resp = await client.get("/healthz")
-        assert resp.status == 200
+        assert body["checks"] == {"mongodb": "ok", "redis": "down", "kafka": "down"}
+        assert body["error"] == {"code": "unavailable", "message": "down: kafka, redis"}
+        assert (await client.get("/healthz")).status == 200
+        # Calls that need what is down fail cleanly, with the error shape.
+        resp = await client.post("/v1/events", json={"event_id": "e", "type": "user.unfollowed",
+                                                     "occurred_at": "2026-11-22T00:00:00Z", "actor": {"id": "a"},
+                                                     "followee": {"id": "b"}},
+                                 headers={"Authorization": f"Bearer {settings.service_keys[0]}"})
+        assert resp.status == 503 and (await resp.json())["error"]["code"] == "unavailable"
 
 
 async def test_metrics_are_prometheus_text(hub, stack, http):

@@ -1,0 +1,56 @@
+"""An ingest worker: create_app(settings, worker_id=…) builds it, for the server and the tests."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from shared import web as shared_web
+from shared.events.handler import EventHandler
+from shared.kafka import open_producer
+from shared.runtime import open_runtime
+from shared.settings import Settings
+
+from .consumer import EventConsumer
+
+logger = logging.getLogger(__name__)
+
+CONSUMER = web.AppKey("consumer", EventConsumer)
+
+
+def create_app(settings: Settings, *, worker_id: str) -> web.Application:
+    """/healthz and /metrics, with the consumer running in the background."""
+    if not settings.kafka_bootstrap:
+        raise SystemExit("the ingest worker needs NOTIHUB_KAFKA_BOOTSTRAP")
+    app = web.Application()
+
+    async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with open_runtime(settings, app_name=f"notihub-ingest-{worker_id}") as runtime, \
+                open_producer(settings, client_id=f"notihub-ingest-{worker_id}-dlq") as dlq:
+            consumer = EventConsumer(settings=settings, handler=EventHandler(service=runtime.service),
+                                     dlq=dlq, worker_id=worker_id)
+            app[CONSUMER] = consumer
+            await consumer.start()
+            task = asyncio.create_task(consumer.run(), name="ingest-consumer")
+            task.add_done_callback(_crash_on_failure)
+            yield
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await consumer.stop()
+
+    app.cleanup_ctx.append(runtime_ctx)
+    app.router.add_get("/healthz", shared_web.healthz)
+    app.router.add_get("/metrics", shared_web.metrics)
+    return app
+
+
+def _crash_on_failure(task: asyncio.Task) -> None:
+    # A consumer that died must not leave a healthy-looking process behind: stop the process
+    # so that its supervisor starts a new one.
+    if not task.cancelled() and task.exception() is not None:
+        logger.critical("the consumer stopped: %r", task.exception())
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,155 @@
+"""The ingest loop: consume domain events, handle them through the service, then commit.
+
+At-least-once and idempotent: an offset is committed only after its event's notifications are
+stored (or the record is in the dead-letter topic), and the service stores nothing twice for
+one event_id, so a crash, a redelivery or a rebalance notifies nobody twice and loses nothing.
+Records of one partition (one key) are handled in order; partitions proceed concurrently.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+
+from shared.events.handler import EventHandler
+from shared.events.models import InvalidEvent, parse_event
+from shared.kafka import CONSUMER_GROUP, DLQ_TOPIC, EVENTS_TOPIC
+from shared.settings import Settings
+
+from . import metrics
+
+logger = logging.getLogger(__name__)
+
+# Fault injection for the crash test: exit the process right after storing the event with this
+# id and before committing its offset (a crash no real service can be made to show on cue).
+FAULT_EXIT_AFTER_STORE = "NOTIHUB_FAULT_EXIT_AFTER_STORE"
+
+
+class _DrainOnRevoke(ConsumerRebalanceListener):
+    """Lets the batch in hand finish (and commit) before partitions move to another worker."""
+
+    def __init__(self, idle: asyncio.Event) -> None:
+        self._idle = idle
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._idle.wait()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        logger.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
+
+
+class EventConsumer:
+    """One member of the ingest consumer group."""
+
+    def __init__(self, *, settings: Settings, handler: EventHandler, dlq: AIOKafkaProducer, worker_id: str,
+                 exit_process: Callable[[int], None] = os._exit) -> None:
+        self._settings = settings
+        self._handler = handler
+        self._dlq = dlq
+        self._worker_id = worker_id
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._crash_after = os.environ.get(FAULT_EXIT_AFTER_STORE)
+        self._exit = exit_process
+        self._lag_partitions: set[str] = set()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=CONSUMER_GROUP,
+            client_id=f"notihub-ingest-{worker_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=500,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+        )
+
+    async def start(self) -> None:
+        """Join the group."""
+        await self.consumer.start()
+        self.consumer.subscribe([EVENTS_TOPIC], listener=_DrainOnRevoke(self._idle))
+
+    async def stop(self) -> None:
+        """Leave the group (its partitions move to the other members at once)."""
+        await self.consumer.stop()
+
+    async def run(self) -> None:
+        """Consume until cancelled."""
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=500, max_records=500)
+            if batches:
+                self._idle.clear()
+                try:
+                    await asyncio.gather(*(self._partition(tp, records) for tp, records in batches.items()))
+                finally:
+                    self._idle.set()
+            await self._report_lag()
+
+    async def _partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        for record in records:
+            await self._one(record)
+        try:
+            await self.consumer.commit({tp: records[-1].offset + 1})
+        except CommitFailedError:
+            # The partition moved to another worker meanwhile; it will see these records again
+            # and skip what was already stored.
+            logger.warning("could not commit %s@%d after a rebalance", tp, records[-1].offset + 1)
+
+    async def _one(self, record: ConsumerRecord) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                event = parse_event(record.value)
+                await self._handler.handle(event)
+                metrics.EVENTS.labels(event.type, "handled").inc()
+                if self._crash_after is not None and event.event_id == self._crash_after:
+                    logger.warning("fault injection: exiting after storing %s, before committing", event.event_id)
+                    self._exit(70)
+                return
+            except InvalidEvent as exc:
+                await self._dead_letter(record, exc.message)
+                return
+            except (PyMongoError, RedisError, OSError) as exc:
+                # Not the event's fault: keep it and try again, without committing past it.
+                metrics.EVENTS.labels("unknown", "retried").inc()
+                logger.warning("handling %s@%d failed (%s); retrying in %.1fs", record.topic, record.offset, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
+        """Park a record that can never be handled, with the reason, and go on."""
+        headers = [
+            ("notihub.reason", reason.encode()),
+            ("notihub.source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+            ("notihub.worker", self._worker_id.encode()),
+        ]
+        backoff = 0.2
+        while True:
+            try:
+                await self._dlq.send_and_wait(DLQ_TOPIC, value=record.value, key=record.key, headers=headers)
+                break
+            except KafkaError as exc:
+                logger.warning("dead-letter write failed (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+        metrics.EVENTS.labels("invalid", "dead_lettered").inc()
+        logger.info("dead-lettered %s/%d/%d: %s", record.topic, record.partition, record.offset, reason)
+
+    async def _report_lag(self) -> None:
+        assigned = self.consumer.assignment()
+        for tp in assigned:
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                position = await self.consumer.position(tp)
+                metrics.LAG.labels(str(tp.partition)).set(max(0, highwater - position))
+        # Partitions that moved to another worker are no longer this worker's lag.
+        current = {str(tp.partition) for tp in assigned}
+        for partition in self._lag_partitions - current:
+            metrics.LAG.remove(partition)
+        self._lag_partitions = current

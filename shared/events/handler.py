@@ -1,0 +1,56 @@
+"""Applies an event's rule: topic memberships first, then notifications through the service."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..errors import Conflict
+from ..models import Actor, Draft, Published
+from ..service import NotificationService, fingerprint
+from .models import Event, InvalidEvent
+from .rules import RULES, notification_type, texts
+
+logger = logging.getLogger(__name__)
+
+
+def _scalars(params: dict[str, Any]) -> dict[str, Any]:
+    # Catalogue templates take text and numbers only; a missing value leaves its text out.
+    return {k: v for k, v in params.items() if v is not None and isinstance(v, str | int | float)}
+
+
+class EventHandler:
+    """Turns a validated event into topic changes and notifications, idempotently on event_id."""
+
+    def __init__(self, *, service: NotificationService) -> None:
+        self._service = service
+
+    async def handle(self, event: Event) -> Published | None:
+        """Apply ``event``; a redelivery stores and delivers nothing twice."""
+        rule = RULES[event.type]
+        # Memberships are set, not toggled, so applying them again is harmless.
+        for change in rule.membership(event):
+            if change.join:
+                await self._service.subscribe(change.topic, change.user)
+            else:
+                await self._service.unsubscribe(change.topic, change.user)
+        audience = rule.audience(event)
+        if audience.empty:
+            return None
+        title, body = texts(event)
+        draft = Draft(
+            type=notification_type(event),
+            recipients=audience.recipients,
+            topic=audience.topic,
+            actor=Actor(id=event.actor.id, name=event.actor.name),
+            title=title,
+            body=body,
+            url=rule.url(event),
+            params=_scalars(rule.params(event)),
+            data=rule.data(event),
+            source=f"event:{event.event_id}",
+            fingerprint=fingerprint(event.model_dump(mode="json")),
+        )
+        try:
+            return await self._service.publish(draft)
+        except Conflict:
+            raise InvalidEvent("this event_id was already used by a different event") from None

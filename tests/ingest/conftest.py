@@ -1,0 +1,122 @@
+"""Fixtures for ingest tests: a raw Kafka producer, event builders, and event-driven waits on
+MongoDB (change streams) and on the dead-letter topic."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pymongo.read_concern import ReadConcern
+
+from shared.kafka import DLQ_TOPIC, EVENTS_TOPIC
+
+
+def make_event(type_: str, *, actor: str = "actor-1", actor_name: str = "Kim", **fields) -> dict:
+    """A well-formed event with a fresh event_id."""
+    return {"event_id": f"ev-{uuid.uuid4().hex}", "type": type_,
+            "occurred_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "actor": {"id": actor, "name": actor_name}, **fields}
+
+
+class Events:
+    """Sends events to notihub.events as any producer would (key = event_id)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+
+    async def send(self, event: dict | bytes, *, key: bytes | None = None, partition: int | None = None):
+        if isinstance(event, dict):
+            key = key if key is not None else event["event_id"].encode()
+            value = orjson.dumps(event)
+        else:
+            value = event
+        return await self.producer.send_and_wait(EVENTS_TOPIC, value=value, key=key, partition=partition)
+
+
+@pytest.fixture(scope="session")
+async def kafka_producer(stack) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+@pytest.fixture
+def events(kafka_producer) -> Events:
+    return Events(kafka_producer)
+
+
+class Inserts:
+    """A change stream of notifications inserted for some recipients, opened before acting."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.seen: list[dict] = []
+
+    async def until(self, predicate, timeout: float = 30) -> dict:
+        """The first inserted notification (seen before or arriving now) matching ``predicate``."""
+        for doc in self.seen:
+            if predicate(doc):
+                return doc
+        async with asyncio.timeout(timeout):
+            while True:
+                change = await self._stream.try_next()
+                if change is None:
+                    continue
+                doc = change["fullDocument"]
+                self.seen.append(doc)
+                if predicate(doc):
+                    return doc
+
+    async def count(self, n: int, timeout: float = 60) -> list[dict]:
+        """Wait until ``n`` notifications have been inserted in all."""
+        async with asyncio.timeout(timeout):
+            while len(self.seen) < n:
+                change = await self._stream.try_next()
+                if change is not None:
+                    self.seen.append(change["fullDocument"])
+        return self.seen
+
+
+@pytest.fixture
+def inserts(runtime):
+    """``async with inserts(recipients) as seen:`` watches notifications inserted for them
+    (or, with ``source=``, those stored for one event or idempotency key)."""
+
+    @contextlib.asynccontextmanager
+    async def watch(recipients=(), *, source: str | None = None) -> AsyncIterator[Inserts]:
+        match = {"fullDocument.source": source} if source else {"fullDocument.recipient": {"$in": list(recipients)}}
+        pipeline = [{"$match": {"operationType": "insert", **match}}]
+        # Change streams read majority-committed data only.
+        notifications = runtime.db.get_collection("notifications", read_concern=ReadConcern("majority"))
+        async with await notifications.watch(pipeline, max_await_time_ms=200) as stream:
+            yield Inserts(stream)
+
+    return watch
+
+
+async def fence(events: Events, inserts_ctx: Inserts, meta, recipient: str) -> None:
+    """Send a notification.requested for ``recipient`` to the same partition as ``meta`` and
+    wait until it is stored: everything before it on that partition has been handled."""
+    event = make_event("notification.requested", recipients=[recipient],
+                       notification={"type": "fence.passed", "title": "fence"})
+    await events.send(event, partition=meta.partition)
+    await inserts_ctx.until(lambda d: d["recipient"] == recipient and d["type"] == "fence.passed")
+
+
+@pytest.fixture
+async def dlq(stack) -> AsyncIterator[AIOKafkaConsumer]:
+    """A reader of the dead-letter topic positioned at its end."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    tp = TopicPartition(DLQ_TOPIC, 0)
+    consumer.assign([tp])
+    await consumer.seek_to_end(tp)
+    await consumer.position(tp)
+    yield consumer
+    await consumer.stop()

@@ -1,0 +1,109 @@
+"""At-least-once, idempotent ingestion under real failures: a worker that dies between storing
+and committing, and partitions moving between two workers mid-stream."""
+import asyncio
+import random
+
+import pytest
+
+from devstack.hub import HubProcess
+from ingest.consumer import FAULT_EXIT_AFTER_STORE
+
+from .conftest import make_event
+
+pytestmark = pytest.mark.slow
+
+
+def extra_worker(stack, iid: str, port: int, **env) -> HubProcess:
+    """Another ingest worker process in the session's stack."""
+    return HubProcess(name=iid, module="ingest", args=["--worker-id", iid], port=port,
+                      env={**stack.child_env(), **env}, log_path=stack.log_dir / f"{iid}.log")
+
+
+def free_port() -> int:
+    from ..conftest import _free_run
+    return _free_run(1)
+
+
+async def test_a_worker_killed_between_storing_and_committing_duplicates_nothing(hub, stack, events, inserts, runtime):
+    first, second = hub.new_user(), hub.new_user()
+    doomed = make_event("moderation.penalized", user={"id": first}, reason="spam")
+    after = make_event("moderation.penalized", user={"id": second}, reason="spam")
+    stack.ingest_workers["i0"].stop()
+    # This worker exits right after storing `doomed`, before committing its offset.
+    faulty = extra_worker(stack, "i8", free_port(), **{FAULT_EXIT_AFTER_STORE: doomed["event_id"]})
+    await asyncio.to_thread(faulty.start)
+    try:
+        async with inserts([first, second]) as seen:
+            meta = await events.send(doomed)
+            await events.send(after, partition=meta.partition)
+            await seen.until(lambda d: d["recipient"] == first)
+            assert await asyncio.to_thread(faulty.process.wait, 30), "the faulty worker did not exit"
+            # The offset was never committed: the restarted worker gets `doomed` again, skips
+            # what was stored, and goes on with `after`.
+            await asyncio.to_thread(stack.restart_ingest_worker, "i0")
+            await seen.until(lambda d: d["recipient"] == second, timeout=60)
+    finally:
+        faulty.stop()
+        if not stack.ingest_workers["i0"].alive:
+            await asyncio.to_thread(stack.restart_ingest_worker, "i0")
+    assert await runtime.db["notifications"].count_documents({"recipient": first}) == 1
+    assert await runtime.db["notifications"].count_documents({"recipient": second}) == 1
+
+
+@pytest.mark.parametrize("leave", ["stop", "kill"])
+async def test_rebalances_between_two_workers_lose_and_duplicate_nothing(hub, stack, events, inserts, runtime, leave):
+    users = [hub.new_user("rb") for _ in range(240)]
+    second = extra_worker(stack, "i9", free_port())
+
+    async def produce(chunk):
+        for user in chunk:
+            await events.send(make_event("notification.requested", recipients=[user],
+                                         notification={"type": "rebalance.check", "title": user}))
+
+    try:
+        async with inserts(users) as seen:
+            await produce(users[:80])
+            # A second member joins mid-stream: partitions are split between the two.
+            starting = asyncio.create_task(asyncio.to_thread(second.start))
+            await produce(users[80:160])
+            await starting
+            await seen.count(120)
+            # It leaves again, cleanly or by dying: its partitions come back to i0.
+            if leave == "stop":
+                await asyncio.to_thread(second.stop)
+            else:
+                second.kill()
+            await produce(users[160:])
+            docs = await seen.count(240, timeout=90)
+    finally:
+        second.stop()
+    assert sorted(d["recipient"] for d in docs) == sorted(users)
+    # Nothing was stored twice even if some events were handled twice.
+    stored = await runtime.db["notifications"].count_documents({"recipient": {"$in": users}})
+    assert stored == 240
+
+
+async def test_ten_thousand_followers(hub, js, events, inserts, runtime, capsys):
+    import time
+
+    star = hub.new_user("star")
+    followers = [hub.new_user("f") for _ in range(10_000)]
+    await runtime.db["topic_subscribers"].insert_many([{"topic": f"followers:{star}", "user": u} for u in followers])
+    online = random.Random(7).sample(followers, 12)
+    socks = []
+    for i, user in enumerate(online):
+        sock = await hub.connect(js, f"f{i}", user, lang=("en", "ko")[i % 2])
+        await sock.wait_for("init")
+        socks.append(sock)
+    event = make_event("post.created", actor=star, actor_name="Star", post={"id": "big", "title": "News"})
+    async with inserts(source=f"event:{event['event_id']}") as seen:
+        started = time.perf_counter()
+        await events.send(event)
+        notes = await asyncio.gather(*(s.wait_for("notification", timeout=60) for s in socks))
+        delivered = time.perf_counter() - started
+        stored = await seen.count(10_000, timeout=90)
+    assert {n["recipient"] for n in notes} == set(online)
+    assert {n["title"] for n in notes} == {"Star published a new post", "Star님이 새 글을 올렸습니다"}
+    assert len({d["recipient"] for d in stored}) == 10_000
+    with capsys.disabled():
+        print(f"\npost.created to 10,000 followers via Kafka: online followers had it after {delivered * 1000:.0f} ms")
