@@ -109,6 +109,17 @@ def _override(value: str | dict[str, str] | None, lang: str, default: str) -> st
     return value
 
 
+def _text(tr: gettext.GNUTranslations, key: str) -> str:
+    """A catalogue text, or "" when the catalogue leaves it empty (gettext would return the key)."""
+    value = tr.gettext(key)
+    return "" if value == key else value
+
+
+def _plural(tr: gettext.GNUTranslations, key: str, n: int) -> str:
+    value = tr.ngettext(key, key, n)
+    return "" if value == key else value
+
+
 class Renderer:
     """Renders notifications in a language; the one place that knows the catalogues."""
 
@@ -125,18 +136,18 @@ class Renderer:
         tr = translations(lang)
         params = dict(notification.params)
         actor = notification.actor
-        params["actor"] = (actor.name or actor.id) if actor else tr.gettext("actor.someone")
+        params["actor"] = (actor.name or actor.id) if actor else _text(tr, "actor.someone")
         kind = notification.type if notification.type in KNOWN_TYPES else "generic"
         title = _override(notification.title, lang, self.default_lang)
         others = params.get("others")
         if title is None and kind in COUNTED_TYPES and isinstance(others, int) and not isinstance(others, bool) and others > 0:
             # "Kim and 3 other people liked your post", with the language's plural rules.
-            title = _fill(tr.ngettext(f"{kind}.title_others", f"{kind}.title_others", others), params)
+            title = _fill(_plural(tr, f"{kind}.title_others", others), params)
         if title is None:
-            title = _fill(tr.gettext(f"{kind}.title"), params) or tr.gettext("generic.title")
+            title = _fill(_text(tr, f"{kind}.title"), params) or _text(tr, "generic.title")
         body = _override(notification.body, lang, self.default_lang)
         if body is None:
-            body = _fill(tr.gettext(f"{kind}.body"), params)
+            body = _fill(_text(tr, f"{kind}.body"), params)
         return title, body
 
     def render(
@@ -159,4 +170,4 @@ class Renderer:
 
     def unread_label(self, count: int, lang: str) -> str:
         """``3 unread notifications`` with the language's plural rules."""
-        return translations(lang).ngettext("notifications.unread", "notifications.unread", count).format(count=count)
+        return _plural(translations(lang), "notifications.unread", count).format(count=count)

@@ -27,6 +27,17 @@ def test_every_type_has_a_title_and_body_in_every_language(lang):
     assert {"ko", "en"} <= set(supported_languages())
 
 
+@pytest.mark.parametrize("lang", ["en", "ko"])
+@pytest.mark.parametrize("type_", [*KNOWN_TYPES, "unknown.type"])
+def test_no_rendered_text_is_a_catalogue_key(lang, type_):
+    r = Renderer(default_lang="en")
+    for params in ({}, {"post_title": "P", "comment_excerpt": "C", "reason": "R", "course_title": "T",
+                        "lesson_title": "L", "progress_percent": 5, "others": 2}):
+        out = r.render(make(type_, params=params), lang)
+        for text in (out["title"], out["body"]):
+            assert text is None or not any(text.endswith(s) for s in (".title", ".body", "_others")), (type_, text)
+
+
 def test_same_notification_renders_per_language():
     r = Renderer(default_lang="en")
     n = make(params={"comment_excerpt": "Nice!"})
