@@ -17,12 +17,18 @@ PACKAGES = {
     # Kafka runs from Maven Central jars (devstack.kafka): a Java 17 runtime and Maven fetch them.
     "openjdk-17-jre-headless": "java",
     "maven": "mvn",
+    # The dashboard's browser tests drive Debian's Chromium (never a downloaded browser build),
+    # with CJK fonts so Korean renders in its screenshots.
+    "chromium": "chromium",
+    "fonts-noto-cjk": "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
 }
 
 _SBIN = ("/usr/sbin", "/usr/bin", "/sbin")
 
 
 def _have(executable: str) -> bool:
+    if os.path.isabs(executable):
+        return os.path.exists(executable)
     if shutil.which(executable):
         return True
     # nginx lives in /usr/sbin, which is not on every user's PATH.

@@ -2,6 +2,7 @@
 two socket workers and nginx, on free ports under a temporary folder, stopped at the end."""
 from __future__ import annotations
 
+import datetime as dt
 import os
 import random
 import socket
@@ -9,9 +10,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
+import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from devstack.stack import Stack
+from shared.kafka import EVENTS_TOPIC
 from shared.runtime import Runtime, open_runtime
 from shared.settings import Settings
 from shared.tokens import mint
@@ -152,3 +156,38 @@ class Hub:
 @pytest.fixture(scope="session")
 def hub(stack: Stack, settings: Settings, http: aiohttp.ClientSession) -> Hub:
     return Hub(stack, settings, http)
+
+
+def make_event(type_: str, *, actor: str = "actor-1", actor_name: str = "Kim", **fields) -> dict:
+    """A well-formed event with a fresh event_id."""
+    return {"event_id": f"ev-{uuid.uuid4().hex}", "type": type_,
+            "occurred_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "actor": {"id": actor, "name": actor_name}, **fields}
+
+
+class Events:
+    """Sends events to notihub.events as any producer would (key = event_id)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+
+    async def send(self, event: dict | bytes, *, key: bytes | None = None, partition: int | None = None):
+        if isinstance(event, dict):
+            key = key if key is not None else event["event_id"].encode()
+            value = orjson.dumps(event)
+        else:
+            value = event
+        return await self.producer.send_and_wait(EVENTS_TOPIC, value=value, key=key, partition=partition)
+
+
+@pytest.fixture(scope="session")
+async def kafka_producer(stack) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+@pytest.fixture
+def events(kafka_producer) -> Events:
+    return Events(kafka_producer)
