@@ -8,6 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from shared.errors import InvalidJSON, InvalidRequest, UnsupportedMediaType
+from shared.validation import describe
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -19,15 +20,6 @@ def _dumps(value: Any) -> str:
 def json_response(value: Any, *, status: int = 200) -> web.Response:
     """A JSON answer (orjson)."""
     return web.json_response(value, status=status, dumps=_dumps)
-
-
-def describe(exc: ValidationError) -> str:
-    """A short, readable account of what was wrong with the input."""
-    parts = []
-    for err in exc.errors(include_url=False)[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:
@@ -44,7 +36,7 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        raise InvalidRequest(describe(exc)) from None
+        raise InvalidRequest(describe(exc, root="body")) from None
 
 
 def query_int(request: web.Request, name: str) -> int | None:

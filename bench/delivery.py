@@ -22,6 +22,7 @@ import aiohttp
 import redis.asyncio as aioredis
 import socketio
 
+from devstack.ports import free_port_run
 from devstack.stack import Stack
 from shared.settings import LOCAL_SERVICE_KEY, Settings
 from shared.tokens import mint
@@ -175,11 +176,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300, help="latency samples (default 300)")
     parser.add_argument("--workers", type=int, default=2, help="socket workers of the stack it starts (default 2)")
     args = parser.parse_args()
-    ports = random.sample(range(21000, 31000, 10), 1)[0]
+    ports = free_port_run(6 + args.workers)
     env = {"NOTIHUB_PUBLIC_PORT": str(ports), "NOTIHUB_API_PORT": str(ports + 1),
            "NOTIHUB_REDIS_PORT": str(ports + 2), "NOTIHUB_MONGO_BASE_PORT": str(ports + 3),
            "NOTIHUB_SOCKET_BASE_PORT": str(ports + 6), "NOTIHUB_SOCKET_WORKERS": str(args.workers),
-           "NOTIHUB_MAX_CONNECTIONS_PER_USER": "5", "NOTIHUB_LOG_LEVEL": "WARNING"}
+           "NOTIHUB_MAX_CONNECTIONS_PER_USER": "5", "NOTIHUB_LOG_LEVEL": "WARNING", "NOTIHUB_KAFKA": "off"}
     with tempfile.TemporaryDirectory(prefix="notihub-bench-") as tmp, contextlib.ExitStack() as stack_ctx:
         stack = stack_ctx.enter_context(Stack(state_dir=tmp, env=env))
         settings = Settings.from_env(stack.child_env())

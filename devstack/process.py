@@ -15,6 +15,15 @@ log = logging.getLogger(__name__)
 _POLL_INTERVAL = 0.1
 
 
+def pid_gone(pid: int) -> bool:
+    """True when no process has this id any more (it exited and was reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def log_tail(path: str | os.PathLike[str], lines: int = 20) -> str:
     """Return the last lines of a log file, or an empty string when it is missing."""
     try:

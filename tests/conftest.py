@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import random
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -14,6 +12,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from devstack.ports import free_port_run
 from devstack.stack import Stack
 from shared.kafka import EVENTS_TOPIC
 from shared.runtime import Runtime, open_runtime
@@ -38,22 +37,22 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {
-        "NOTIHUB_PUBLIC_PORT": str(_free_run(1)),
-        "NOTIHUB_API_PORT": str(_free_run(1)),
-        "NOTIHUB_SOCKET_BASE_PORT": str(_free_run(2)),
+        "NOTIHUB_PUBLIC_PORT": str(free_port_run(1)),
+        "NOTIHUB_API_PORT": str(free_port_run(1)),
+        "NOTIHUB_SOCKET_BASE_PORT": str(free_port_run(2)),
         "NOTIHUB_SOCKET_WORKERS": "2",
-        "NOTIHUB_REDIS_PORT": str(_free_run(1)),
-        "NOTIHUB_MONGO_BASE_PORT": str(_free_run(3)),
+        "NOTIHUB_REDIS_PORT": str(free_port_run(1)),
+        "NOTIHUB_MONGO_BASE_PORT": str(free_port_run(3)),
         "NOTIHUB_MONGO_DELAYED_SECS": str(SECONDARY_DELAY),
         # MongoDB's TTL monitor wakes every second instead of every minute (retention tests).
         "NOTIHUB_MONGO_TTL_MONITOR_SECS": "1",
         "NOTIHUB_JWT_SECRET": JWT_SECRET,
         "NOTIHUB_SERVICE_KEYS": f"{SERVICE_KEY},second-key",
         "NOTIHUB_MAX_CONNECTIONS_PER_USER": "8",
-        "NOTIHUB_KAFKA_PORT": str(kafka_port := _free_run(2)),
+        "NOTIHUB_KAFKA_PORT": str(kafka_port := free_port_run(2)),
         "NOTIHUB_KAFKA_CONTROLLER_PORT": str(kafka_port + 1),
         "NOTIHUB_INGEST_WORKERS": "1",
-        "NOTIHUB_INGEST_BASE_PORT": str(_free_run(3)),
+        "NOTIHUB_INGEST_BASE_PORT": str(free_port_run(3)),
     }
     stack = Stack(state_dir=tmp_path_factory.mktemp("stack"), env=env)
     try:
@@ -61,25 +60,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
-
-
-def _free_run(n: int) -> int:
-    """The first of ``n`` consecutive free ports, below the kernel's ephemeral range so that
-    no outgoing connection can take one between now and the server's bind."""
-    for _ in range(200):
-        base = random.randrange(20000, 32000 - n)
-        if all(_port_free(base + i) for i in range(n)):
-            return base
-    raise RuntimeError("no run of free ports")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from ..errors import InvalidRequest
+from ..validation import describe
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]*$")]
 Text = Annotated[str, StringConstraints(max_length=500)]
@@ -164,14 +165,6 @@ EVENT_MODELS: dict[str, type[Event]] = {
 }
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False)[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "event"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
-
-
 def parse_event(raw: bytes | str | None) -> Event:
     """Validate one event from its JSON; raise InvalidEvent with the reason."""
     if raw is None:
@@ -192,7 +185,7 @@ def parse_event(raw: bytes | str | None) -> Event:
         # JSON mode: ISO strings become datetimes, but a number is never a string.
         return model.model_validate_json(raw if isinstance(raw, bytes | str) else orjson.dumps(body))
     except ValidationError as exc:
-        raise InvalidEvent(_describe(exc)) from None
+        raise InvalidEvent(describe(exc, root="event")) from None
 
 
 def occurred(event: Event) -> dt.datetime:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -20,35 +18,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from devstack import stack as stack_module
 from devstack.kafka import TOPICS, KafkaBroker, ensure_kafka_libs, libs_complete
+from devstack.ports import free_port_run
+from devstack.process import pid_gone
 from devstack.stack import Stack
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def _free_run(n: int) -> int:
-    """The first of n consecutive free ports below the ephemeral range (as tests/conftest.py picks them)."""
-    for _ in range(200):
-        base = random.randrange(20000, 32000 - n)
-        if all(_port_free(base + i) for i in range(n)):
-            return base
-    raise RuntimeError("no run of free ports")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def _java_processes_using(path: Path) -> list[int]:
@@ -69,7 +43,7 @@ def _java_processes_using(path: Path) -> list[int]:
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """A running broker with the hub's topics, on free ports under a temporary folder."""
-    base = _free_run(2)
+    base = free_port_run(2)
     kafka = KafkaBroker(port=base, controller_port=base + 1, data_dir=tmp_path_factory.mktemp("kafka"))
     try:
         began = time.monotonic()
@@ -141,13 +115,13 @@ async def test_produced_message_is_consumed(broker: KafkaBroker) -> None:
 
 
 def test_stop_leaves_no_java_and_a_restart_keeps_the_topics(tmp_path: Path) -> None:
-    base = _free_run(2)
+    base = free_port_run(2)
     kafka = KafkaBroker(port=base, controller_port=base + 1, data_dir=tmp_path / "kafka")
     try:
         kafka.start()
         first = kafka.process.pid
         kafka.stop()
-        assert first is not None and _gone(first)
+        assert first is not None and pid_gone(first)
         assert not _java_processes_using(tmp_path)
         # Same data dir: not formatted again, and the topics are still there.
         meta = (kafka.log_dirs / "meta.properties").read_text()
@@ -156,7 +130,7 @@ def test_stop_leaves_no_java_and_a_restart_keeps_the_topics(tmp_path: Path) -> N
         assert kafka.create_topics(TOPICS) == []
         second = kafka.process.pid
         kafka.kill()
-        assert second is not None and _gone(second)
+        assert second is not None and pid_gone(second)
     finally:
         kafka.stop()
     assert not _java_processes_using(tmp_path)

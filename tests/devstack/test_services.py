@@ -16,21 +16,13 @@ from pymongo.write_concern import WriteConcern
 from devstack.mongo import MongoReplicaSet
 from devstack.nginx import Nginx, render_config
 from devstack.ports import free_port
-from devstack.process import wait_until
+from devstack.process import pid_gone, wait_until
 from devstack.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(180)
 
 # Variables that would put the query string (and so ?token=) into the access log.
 _LEAKY = re.compile(r"\$(request|request_uri|args|query_string|arg_\w+|http_referer)\b")
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -49,7 +41,7 @@ def test_redis_answers_ping_and_stops_without_leftover(tmp_path: Path) -> None:
         pid = server.process.pid
     finally:
         server.stop()
-    assert pid is not None and _gone(pid)
+    assert pid is not None and pid_gone(pid)
 
 
 def test_replica_set_elects_member_0_and_majority_write_works(delayed_replica_set: MongoReplicaSet) -> None:
@@ -79,7 +71,7 @@ def test_replica_set_stops_fast_without_leftover(tmp_path: Path) -> None:
     finally:
         rs.stop()
     assert time.monotonic() - began < 10
-    assert all(pid is not None and _gone(pid) for pid in pids)
+    assert all(pid is not None and pid_gone(pid) for pid in pids)
 
 
 def test_nginx_config_keeps_query_out_of_access_log_and_passes_nginx_t(tmp_path: Path) -> None:
@@ -119,4 +111,4 @@ def test_nginx_routes_by_sid_prefix_and_skips_dead_worker(tmp_path: Path, backen
         assert secret not in nginx.error_log.read_text()
     finally:
         nginx.stop()
-    assert _gone(nginx.process.pid)
+    assert pid_gone(nginx.process.pid)

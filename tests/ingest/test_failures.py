@@ -6,6 +6,7 @@ import random
 import pytest
 
 from devstack.hub import HubProcess
+from devstack.ports import free_port
 from ingest.consumer import FAULT_EXIT_AFTER_STORE
 
 from .conftest import make_event
@@ -17,11 +18,6 @@ def extra_worker(stack, iid: str, port: int, **env) -> HubProcess:
     """Another ingest worker process in the session's stack."""
     return HubProcess(name=iid, module="ingest", args=["--worker-id", iid], port=port,
                       env={**stack.child_env(), **env}, log_path=stack.log_dir / f"{iid}.log")
-
-
-def free_port() -> int:
-    from ..conftest import _free_run
-    return _free_run(1)
 
 
 async def test_a_worker_killed_between_storing_and_committing_duplicates_nothing(hub, stack, events, inserts, runtime):
