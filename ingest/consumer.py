@@ -3,13 +3,15 @@
 At-least-once and idempotent: an offset is committed only after its event's notifications are
 stored (or the record is in the dead-letter topic), and the service stores nothing twice for
 one event_id, so a crash, a redelivery or a rebalance notifies nobody twice and loses nothing.
-Records of one partition (one key) are handled in order; partitions proceed concurrently.
+Records with the same key are handled in order; different keys, in a batch and across
+partitions, proceed concurrently (up to NOTIHUB_INGEST_CONCURRENCY at a time).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+from collections import defaultdict
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -59,6 +61,7 @@ class EventConsumer:
         self._crash_after = os.environ.get(FAULT_EXIT_AFTER_STORE)
         self._exit = exit_process
         self._lag_partitions: set[str] = set()
+        self._slots = asyncio.Semaphore(settings.ingest_concurrency)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=CONSUMER_GROUP,
@@ -92,8 +95,18 @@ class EventConsumer:
             await self._report_lag()
 
     async def _partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        # Same key, same chain: handled one after another, in offset order.
+        chains: dict[bytes | None, list[ConsumerRecord]] = defaultdict(list)
         for record in records:
-            await self._one(record)
+            chains[record.key].append(record)
+
+        async def chain(items: list[ConsumerRecord]) -> None:
+            for record in items:
+                async with self._slots:
+                    await self._one(record)
+
+        await asyncio.gather(*(chain(items) for items in chains.values()))
+        # Only now is every record of the batch stored (or dead-lettered): commit past them.
         try:
             await self.consumer.commit({tp: records[-1].offset + 1})
         except CommitFailedError:

@@ -64,13 +64,19 @@ class NotificationService:
         for start in range(0, len(recipients), BATCH):
             yield recipients[start : start + BATCH]
 
-    async def publish(self, draft: Draft) -> Published:
-        """Store one notification per wanting recipient (majority-acknowledged), then deliver the new ones."""
+    async def publish(self, draft: Draft, *, report: bool = True) -> Published:
+        """Store one notification per wanting recipient (majority-acknowledged), then deliver the new ones.
+
+        With ``report=False`` the answer lists only what this call stored (no extra read).
+        """
         repeat = False
-        if draft.source is not None:
-            first = await self.idempotency.claim(draft.source, draft.fingerprint or "")
+        # A fingerprint asks for a claim: the first request under a key is recorded, so that a
+        # repeat can answer 200 with the first result and a different request is a conflict.
+        # Without one (domain events), the (source, recipient) index alone makes repeats no-ops.
+        if draft.source is not None and draft.fingerprint is not None:
+            first = await self.idempotency.claim(draft.source, draft.fingerprint)
             if first is not None:
-                if first != (draft.fingerprint or ""):
+                if first != draft.fingerprint:
                     raise Conflict("this idempotency key was used for a different request")
                 repeat = True
         result: list[tuple[str, str]] = []
@@ -101,9 +107,9 @@ class NotificationService:
             if new:
                 await self.bus.deliver(new)
                 await self.store.trim([n.recipient for n in new])
-            if draft.source is None:
-                result.extend((str(n.id), n.recipient) for n in notifications)
-        if draft.source is not None:
+            if draft.source is None or not report:
+                result.extend((str(n.id), n.recipient) for n in (notifications if draft.source is None else new))
+        if draft.source is not None and report:
             result = [(str(i), r) for i, r in await self.store.by_source(draft.source)]
         return Published(created=not repeat, notifications=result)
 

@@ -63,6 +63,7 @@ class Settings:
     init_limit: int = 20
     max_connections_per_user: int = 50
     idempotency_hours: int = 24
+    ingest_concurrency: int = 32
     log_level: str = "INFO"
 
     @property
@@ -111,6 +112,7 @@ class Settings:
             max_connections_per_user=_int(
                 env, "NOTIHUB_MAX_CONNECTIONS_PER_USER", defaults.max_connections_per_user, 1
             ),
+            ingest_concurrency=_int(env, "NOTIHUB_INGEST_CONCURRENCY", defaults.ingest_concurrency, 1),
             log_level=(env.get("NOTIHUB_LOG_LEVEL") or defaults.log_level).upper(),
         )
         return settings
