@@ -1,4 +1,5 @@
-"""The container stack: compose.yaml as `docker compose config` resolves it, and deploy/nginx.conf.
+"""The container stack: compose.yaml as `docker compose config` resolves it, deploy/nginx.conf,
+deploy/kafka-init.sh and the Dockerfile.
 
 Nothing is started. compose.yaml is resolved by `docker compose config --format json` when the
 docker client has its compose plugin (no Docker engine is needed), otherwise by
@@ -21,11 +22,22 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "compose.yaml"
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+KAFKA_INIT = ROOT / "deploy" / "kafka-init.sh"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSECHECK = ROOT / ".venv" / "bin" / "composecheck"
 
 WORKERS = ("w0", "w1", "w2")
-APP_SERVICES = ("api", *(f"socket-{w}" for w in WORKERS))
-SERVICES = ("redis", "mongo1", "mongo2", "mongo3", "mongo-init", *APP_SERVICES, "nginx")
+INGEST_WORKERS = ("i0",)
+INGEST_SERVICES = tuple(f"ingest-{i}" for i in INGEST_WORKERS)
+# The Kafka clients: the API produces domain events, the ingest workers consume them.
+KAFKA_CLIENTS = ("api", *INGEST_SERVICES)
+APP_SERVICES = (*KAFKA_CLIENTS, *(f"socket-{w}" for w in WORKERS))
+SERVICES = ("redis", "mongo1", "mongo2", "mongo3", "mongo-init", "kafka", "kafka-init", *APP_SERVICES, "nginx")
+
+KAFKA_IMAGE = "apache/kafka:4.1.1"
+# Topic -> partitions, as the application expects them (shared/kafka.py, devstack/kafka.py).
+TOPICS = {"notihub.events": 3, "notihub.events.dlq": 1}
 
 JWT_SECRET = "compose-test-secret-0123456789-0123456789"
 SERVICE_KEYS = "compose-test-key-1,compose-test-key-2"
@@ -136,6 +148,22 @@ def test_socket_workers_have_distinct_worker_ids(config: dict[str, Any]) -> None
     assert _option(api, "--port") == "8100"
 
 
+def test_ingest_workers_have_distinct_worker_ids(config: dict[str, Any]) -> None:
+    ids = []
+    for name, worker in zip(INGEST_SERVICES, INGEST_WORKERS):
+        service = config["services"][name]
+        command = _command(service)
+        assert command[:3] == ["python", "-m", "ingest"], command
+        assert _option(command, "--host") == "0.0.0.0"
+        assert _option(command, "--port") == "8300"
+        assert _option(command, "--worker-id") == worker
+        ids.append(worker)
+        test = " ".join(service["healthcheck"]["test"])
+        assert "urllib" in test and "127.0.0.1:8300/healthz" in test, test
+        assert service.get("build"), f"{name} is not built from this repository"
+    assert len(set(ids)) == len(ids)
+
+
 def test_nginx_publishes_the_public_port(config: dict[str, Any]) -> None:
     ports = config["services"]["nginx"]["ports"]
     assert [(str(p["published"]), int(p["target"])) for p in ports] == [(PUBLIC_PORT, 8080)]
@@ -166,8 +194,23 @@ def test_app_services_get_configuration(config: dict[str, Any]) -> None:
         assert env.get("NOTIHUB_SERVICE_KEYS") == SERVICE_KEYS
         assert env.get("NOTIHUB_DEFAULT_LANG") == "en"
         assert env.get("NOTIHUB_RETENTION_DAYS") == "7"
-        assert "NOTIHUB_KAFKA_BOOTSTRAP" in env
+        if name in KAFKA_CLIENTS:
+            assert env.get("NOTIHUB_KAFKA_BOOTSTRAP") == "kafka:9092", name
+        else:
+            # The socket workers never talk to Kafka.
+            assert "NOTIHUB_KAFKA_BOOTSTRAP" not in env, name
         assert service.get("build"), f"{name} is not built from this repository"
+
+
+def test_kafka_bootstrap_can_point_elsewhere() -> None:
+    config = _load(_env(
+        NOTIHUB_JWT_SECRET=JWT_SECRET,
+        NOTIHUB_SERVICE_KEYS=SERVICE_KEYS,
+        NOTIHUB_KAFKA_BOOTSTRAP="broker-a.example:9092,broker-b.example:9092",
+    ))
+    for name in (*KAFKA_CLIENTS, "kafka-init"):
+        env = config["services"][name]["environment"]
+        assert env["NOTIHUB_KAFKA_BOOTSTRAP"] == "broker-a.example:9092,broker-b.example:9092", name
 
 
 def test_app_services_start_after_the_replica_set(config: dict[str, Any]) -> None:
@@ -188,6 +231,120 @@ def test_app_services_start_after_the_replica_set(config: dict[str, Any]) -> Non
     for worker in WORKERS:
         assert services["nginx"]["depends_on"][f"socket-{worker}"]["condition"] == "service_healthy"
     assert services["nginx"]["depends_on"]["api"]["condition"] == "service_healthy"
+
+
+def test_kafka_is_one_kraft_node(config: dict[str, Any]) -> None:
+    kafka = config["services"]["kafka"]
+    assert kafka["image"] == KAFKA_IMAGE
+    env = kafka["environment"]
+    assert env["KAFKA_NODE_ID"] == "1"
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    listeners = dict(item.split("://", 1) for item in env["KAFKA_LISTENERS"].split(","))
+    assert listeners == {"PLAINTEXT": ":9092", "CONTROLLER": ":9093"}
+    # The clients are on the compose network: they must be told kafka:9092, not localhost.
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:9092"
+    assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] == "CONTROLLER"
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:9093"
+    for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+                "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"):
+        assert env[key] == "1", key
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert "-Xmx512m" in env["KAFKA_HEAP_OPTS"].split()
+    assert env.get("CLUSTER_ID"), "CLUSTER_ID missing: the image formats the storage with it"
+    # The data (partitions and the KRaft metadata log) lives in a named volume, where log.dirs points.
+    volumes = {v["target"]: v for v in kafka.get("volumes", [])}
+    data = volumes.get(env["KAFKA_LOG_DIRS"])
+    assert data is not None and data["type"] == "volume", f"{env['KAFKA_LOG_DIRS']} is not a volume: {volumes}"
+    assert data["source"] in config["volumes"]
+    test = " ".join(kafka["healthcheck"]["test"])
+    assert "kafka-broker-api-versions.sh" in test and "localhost:9092" in test, test
+    assert not kafka.get("ports")
+
+
+def test_kafka_init_creates_the_topics(config: dict[str, Any]) -> None:
+    services = config["services"]
+    init = services["kafka-init"]
+    assert init["image"] == KAFKA_IMAGE
+    assert init.get("restart") in (None, "no")
+    assert init["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert init["environment"]["NOTIHUB_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    mounts = {v["target"]: v["source"] for v in init.get("volumes", [])}
+    entrypoint = init["entrypoint"]
+    script_target = next(arg for arg in entrypoint if arg in mounts)
+    assert Path(mounts[script_target]) == KAFKA_INIT
+    script = KAFKA_INIT.read_text()
+    assert "kafka-topics.sh" in script
+    assert "--create --if-not-exists" in script
+    for topic, partitions in TOPICS.items():
+        assert f'"{topic}:{partitions}"' in script, f"{topic} with {partitions} partitions missing"
+    # The Kafka clients start only once the topics exist; the socket workers do not wait for Kafka.
+    for name in KAFKA_CLIENTS:
+        depends = services[name]["depends_on"]
+        assert depends["kafka-init"]["condition"] == "service_completed_successfully", name
+    for worker in WORKERS:
+        depends = services[f"socket-{worker}"]["depends_on"]
+        assert "kafka" not in depends and "kafka-init" not in depends, worker
+
+
+def _dockerfile_stages() -> list[dict[str, Any]]:
+    """The Dockerfile's stages: {"from", "name", "instructions": [(keyword, arguments), ...]}."""
+    text = re.sub(r"\\\n", " ", "\n".join(
+        line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")
+    ))
+    stages: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        keyword, _, args = line.strip().partition(" ")
+        keyword, args = keyword.upper(), " ".join(args.split())
+        if keyword == "FROM":
+            image, _, name = args.partition(" ")
+            stages.append({"from": image, "name": name.split()[-1] if name else None, "instructions": []})
+        else:
+            assert stages, f"{line!r} before the first FROM"
+            stages[-1]["instructions"].append((keyword, args))
+    return stages
+
+
+def test_dockerfile_installs_the_web_assets() -> None:
+    stages = _dockerfile_stages()
+    web = next((s for s in stages if s["name"] == "web"), None)
+    assert web is not None, "no build stage named web"
+    assert web["from"] == "node:20-alpine"
+    workdir = next(args for keyword, args in web["instructions"] if keyword == "WORKDIR")
+    copied = [args.split() for keyword, args in web["instructions"] if keyword == "COPY"]
+    sources = {src for args in copied for src in args[:-1]}
+    assert {"api_server/assets/package.json", "api_server/assets/package-lock.json"} <= sources, copied
+    runs = [args for keyword, args in web["instructions"] if keyword == "RUN"]
+    assert any("npm ci" in run and "--omit=dev" in run for run in runs), runs
+
+    final = stages[-1]
+    assert final is not web and final["from"].startswith("python:3.11")
+    node_modules = [
+        args.split() for keyword, args in final["instructions"]
+        if keyword == "COPY" and args.startswith("--from=web ")
+    ]
+    assert node_modules, "the final stage copies nothing from the web stage"
+    (_, src, dest), = node_modules
+    assert src.rstrip("/") == f"{workdir.rstrip('/')}/node_modules", src
+    final_workdir = next(args for keyword, args in final["instructions"] if keyword == "WORKDIR")
+    assert dest.rstrip("/") in ("./api_server/assets/node_modules", "api_server/assets/node_modules",
+                                f"{final_workdir}/api_server/assets/node_modules"), dest
+    # Every Python package, the ingest worker included, is in the image.
+    copies = [args.split() for keyword, args in final["instructions"] if keyword == "COPY"]
+    copied_dirs = {src.rstrip("/") for args in copies if not args[0].startswith("--") for src in args[:-1]}
+    assert {"shared", "api_server", "socket_server", "ingest"} <= copied_dirs, copied_dirs
+    assert (ROOT / "ingest" / "__main__.py").is_file()
+
+
+def test_dockerignore_keeps_local_node_modules_out() -> None:
+    patterns = [
+        line.strip() for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert "**/node_modules" in patterns, patterns
+    for needed in ("ingest", "shared", "api_server", "socket_server", "requirements.txt"):
+        assert needed not in patterns and f"{needed}/" not in patterns, needed
 
 
 def test_secrets_are_required() -> None:
