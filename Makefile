@@ -45,7 +45,7 @@ $(COMPOSECHECK_STAMP): $(COMPOSECHECK_SRC) | $(PY)
 	cd $(COMPOSECHECK_DIR) && go build -buildvcs=false -o ../../$(VENV)/bin/composecheck .
 	touch $@
 
-install-system: $(STAMP) ## apt-get install redis-server and nginx-light when missing
+install-system: $(STAMP) ## Debian packages (Redis, nginx, Java, Maven, Chromium) and Kafka's jars, when missing
 	$(PY) -m devstack install-system
 
 install: $(STAMP) install-system $(WEB_STAMP) $(JS_STAMP) $(COMPOSECHECK_STAMP) ## Python venv, system packages, web assets, JS test client, composecheck
