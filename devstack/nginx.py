@@ -87,8 +87,21 @@ http {{
         listen 127.0.0.1:{port};
 
         # What nginx itself answers still has the contract's error shape.
+        # A malformed request line has no usable URI: its page must be a URI, not a named location.
+        error_page 400 /.notihub/invalid_request;
+        error_page 404 /.notihub/not_found;
         error_page 413 @payload_too_large;
         error_page 502 503 504 @unavailable;
+        location = /.notihub/invalid_request {{
+            internal;
+            default_type application/json;
+            return 400 '{{"error":{{"code":"invalid_request","message":"the request is malformed"}}}}';
+        }}
+        location = /.notihub/not_found {{
+            internal;
+            default_type application/json;
+            return 404 '{{"error":{{"code":"not_found","message":"no such resource"}}}}';
+        }}
         location @payload_too_large {{
             default_type application/json;
             return 413 '{{"error":{{"code":"payload_too_large","message":"the request body is too large"}}}}';
