@@ -14,7 +14,7 @@ from bson import ObjectId
 
 from .bus import Deleted, EventBus, ReadChanged
 from .errors import Conflict, InvalidRequest, NotFound
-from .ids import decode_cursor, encode_cursor
+from .ids import decode_cursor, encode_cursor, new_id
 from .models import Draft, Notification, Page, Published, Snapshot, utcnow
 from .storage.idempotency import IdempotencyStore
 from .storage.notifications import NotificationStore
@@ -86,7 +86,7 @@ class NotificationService:
             now = utcnow()
             notifications = [
                 Notification(
-                    id=ObjectId(),
+                    id=new_id(now),
                     type=draft.type,
                     recipient=recipient,
                     actor=draft.actor,
