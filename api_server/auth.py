@@ -13,7 +13,7 @@ from .keys import SETTINGS, VERIFIER
 
 def _bearer(request: web.Request) -> str:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
+    if scheme.lower() != "bearer" or not value.strip() or not value.isascii():
         raise Unauthorized("send Authorization: Bearer <credentials>")
     return value.strip()
 

@@ -9,7 +9,7 @@ from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared import metrics
-from shared.errors import HubError, MethodNotAllowed, NotFound, PayloadTooLarge, Unavailable
+from shared.errors import HubError, InternalError, MethodNotAllowed, NotFound, PayloadTooLarge, Unavailable
 
 from .respond import json_response
 
@@ -41,6 +41,11 @@ async def errors(request: web.Request, handler: Callable[[web.Request], Awaitabl
     except (ConnectionFailure, ServerSelectionTimeoutError, RedisConnectionError) as exc:
         logger.warning("backing service unavailable: %s", exc)
         error = Unavailable("a backing service is unavailable; try again")
+        response = json_response(error.to_dict(), status=error.status)
+    except Exception:
+        # A defect, not the client's fault: log it in full, and still answer in the contract's shape.
+        logger.exception("unhandled error in %s %s", request.method, _route_name(request))
+        error = InternalError("an internal error occurred")
         response = json_response(error.to_dict(), status=error.status)
     metrics.HTTP_REQUESTS.labels(request.method, _route_name(request), str(response.status)).inc()
     return response

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Union
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, model_validator
 
 from shared.events.models import EVENT_MODELS
+from shared.validation import Data
 
-MAX_DATA_BYTES = 16 * 1024
 MAX_RECIPIENTS = 10_000
 
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]*$")]
@@ -45,7 +44,7 @@ class PublishIn(Strict):
     )
     body: Body | dict[LangCode, Body] | None = None
     url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^(/|https?://)")] | None = None
-    data: dict[str, Any] | None = Field(default=None, description="Any JSON object, at most 16 KiB.")
+    data: Data | None = None
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
     @model_validator(mode="after")
@@ -53,13 +52,6 @@ class PublishIn(Strict):
         if (self.recipients is None) == (self.topic is None):
             raise ValueError("give exactly one of recipients or topic")
         return self
-
-    @field_validator("data")
-    @classmethod
-    def _small_data(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(orjson.dumps(value)) > MAX_DATA_BYTES:
-            raise ValueError(f"data must be at most {MAX_DATA_BYTES} bytes of JSON")
-        return value
 
 
 class PublishedItem(BaseModel):

@@ -17,9 +17,13 @@ _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html; cha
 
 
 def _file(base: pathlib.Path, relative: str) -> web.FileResponse:
-    path = (base / relative).resolve()
-    # Only files inside base, never a path that climbs out of it.
-    if not path.is_relative_to(base.resolve()) or not path.is_file() or path.suffix not in _TYPES:
+    try:
+        path = (base / relative).resolve()
+        # Only files inside base, never a path that climbs out of it.
+        found = path.is_relative_to(base.resolve()) and path.is_file() and path.suffix in _TYPES
+    except (OSError, ValueError):  # a name too long for the file system, or holding NUL
+        found = False
+    if not found:
         raise NotFound("no such file")
     return web.FileResponse(path, headers={"Content-Type": _TYPES[path.suffix],
                                            "Cache-Control": "public, max-age=3600"})

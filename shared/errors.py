@@ -77,3 +77,10 @@ class Unavailable(HubError):
 
     code = "unavailable"
     status = 503
+
+
+class InternalError(HubError):
+    """A defect on our side; logged in full, shown to the client only in outline."""
+
+    code = "internal"
+    status = 500

@@ -56,8 +56,6 @@ class Settings:
     retention_days: int = 7
     retention_seconds: int | None = None
     max_per_user: int = 1000
-    max_recipients: int = 10_000
-    max_data_bytes: int = 16 * 1024
     max_body_bytes: int = 1024 * 1024
     replay_limit: int = 500
     init_limit: int = 20

@@ -36,6 +36,8 @@ class TokenVerifier:
             raise Unauthorized("a user token is required")
         if len(token) > _MAX_TOKEN_LENGTH:
             raise Unauthorized("the token is too long")
+        if not token.isascii():
+            raise Unauthorized("invalid token: a JWT is ASCII")
         try:
             claims = jwt.decode(
                 token,

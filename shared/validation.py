@@ -1,7 +1,14 @@
-"""Readable accounts of pydantic validation errors, for error messages."""
+"""Validation shared by every input path: readable errors, and data that can be stored as given."""
 from __future__ import annotations
 
-from pydantic import ValidationError
+from typing import Annotated, Any
+
+import bson
+import orjson
+from bson.errors import InvalidDocument
+from pydantic import AfterValidator, Field, ValidationError
+
+MAX_DATA_BYTES = 16 * 1024
 
 
 def describe(exc: ValidationError, *, root: str) -> str:
@@ -11,3 +18,28 @@ def describe(exc: ValidationError, *, root: str) -> str:
         where = ".".join(str(p) for p in err["loc"]) or root
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)
+
+
+def _storable(value: dict[str, Any]) -> dict[str, Any]:
+    # What is accepted must come back unchanged: as JSON to clients and as BSON in MongoDB.
+    # JSON numbers beyond 64 bits, keys holding NUL and the like pass a JSON parser but not these.
+    try:
+        size = len(orjson.dumps(value))
+    except orjson.JSONEncodeError:
+        raise ValueError("must hold only JSON values, with integers within 64 bits") from None
+    if size > MAX_DATA_BYTES:
+        raise ValueError(f"must be at most {MAX_DATA_BYTES} bytes of JSON")
+    try:
+        bson.encode({"data": value})
+    except OverflowError:
+        raise ValueError("integers must fit in 64 bits (-2^63 to 2^63-1)") from None
+    except InvalidDocument as exc:
+        raise ValueError(f"cannot be stored: {exc}") from None
+    return value
+
+
+Data = Annotated[
+    dict[str, Any],
+    AfterValidator(_storable),
+    Field(description=f"Any JSON object, at most {MAX_DATA_BYTES // 1024} KiB; integers within 64 bits."),
+]

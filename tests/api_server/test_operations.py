@@ -2,6 +2,8 @@
 import dataclasses
 import re
 
+import pytest
+
 from aiohttp.test_utils import TestClient, TestServer
 
 from api_server.app import create_app
@@ -64,6 +66,29 @@ async def test_docs_render_from_local_assets(hub):
 
 async def test_docs_assets_cannot_escape_their_folder(hub):
     for path in ("/vendor/swagger-ui-dist/..%2f..%2fpackage.json", "/vendor/evil/x.js",
-                 "/docs/..%2fviews.py", "/vendor/swagger-ui-dist/package.json", "/dashboard/..%2f..%2fviews.py"):
+                 "/docs/..%2fviews.py", "/vendor/swagger-ui-dist/package.json"):
         status, body = await hub.request("GET", path)
         assert status == 404 and body["error"]["code"] == "not_found", path
+    # A path that climbs above the root is refused by the load balancer itself, in the same shape.
+    status, body = await hub.request("GET", "/dashboard/..%2f..%2fviews.py")
+    assert status == 400 and body["error"]["code"] == "invalid_request"
+    status, body = await hub.request("GET", "/.notihub/invalid_request")
+    assert status == 404 and body["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("path", ["/dashboard/a%00b.js", "/docs/" + "x" * 300 + ".js",
+                                  "/vendor/socket.io-client/" + "y" * 5000 + ".js", "/docs/%2e%2e"])
+async def test_odd_asset_names_are_not_found(hub, stack, http, path):
+    # Straight to the API: the load balancer refuses some of these itself (400).
+    async with http.get(stack.api_url + path) as resp:
+        assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found", path
+    status, body = await hub.request("GET", path)
+    assert status in (400, 404) and body["error"]["code"] in ("invalid_request", "not_found"), (path, body)
+
+
+@pytest.mark.parametrize("value", ["Bearer \xff\xfe", "Bearer caf\u00e9", "Bearer \u00a0"])
+async def test_non_ascii_credentials_are_unauthorized(hub, value):
+    for path, method in (("/v1/notifications", "POST"), ("/v1/me/notifications", "GET")):
+        status, body = await hub.request(method, path, headers={"Authorization": value.encode("utf-8").decode("latin-1")},
+                                         json={"recipients": ["u"], "type": "a.b"} if method == "POST" else None)
+        assert status == 401 and body["error"]["code"] == "unauthorized", (path, body)

@@ -81,6 +81,41 @@ async def test_bad_bodies_get_400_with_the_error_shape(hub, case):
     assert set(body) == {"error"} and body["error"]["code"] == "invalid_request" and body["error"]["message"]
 
 
+# (Integers beyond 64 bits are read as floats by the API's JSON parser, and so stored.)
+UNSTORABLE_DATA = {
+    "integer beyond BSON's int64": b'{"n": 9223372036854775808}',
+    "deep integer beyond BSON's int64": b'{"a": [{"b": 18446744073709551615}]}',
+    "key holding NUL": b'{"a\\u0000b": 1}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNSTORABLE_DATA))
+@pytest.mark.parametrize("path", ["/v1/notifications", "/v1/events"])
+async def test_data_that_could_not_be_stored_as_given_is_refused(hub, runtime, case, path):
+    # Valid JSON a parser accepts, but neither MongoDB nor a JSON answer could hold unchanged.
+    user = hub.new_user()
+    if path == "/v1/notifications":
+        head = b'{"recipients": ["%s"], "type": "a.b", "data": ' % user.encode()
+    else:
+        head = (b'{"event_id": "e-%s", "type": "notification.requested", "occurred_at": "2026-11-22T03:12:45Z", '
+                b'"actor": {"id": "a"}, "recipients": ["%s"], "notification": {"type": "a.b", "data": '
+                % (user.encode(), user.encode()))
+    raw = head + UNSTORABLE_DATA[case] + b"}" * (1 if path == "/v1/notifications" else 2)
+    status, body = await hub.request("POST", path, data=raw, headers={"Content-Type": "application/json"},
+                                     service=True)
+    assert status == 400 and "data" in body["error"]["message"], body
+    assert await runtime.db["notifications"].count_documents({"recipient": user}) == 0
+
+
+async def test_integers_within_64_bits_round_trip(hub):
+    user = hub.new_user()
+    data = {"max": 2**63 - 1, "min": -(2**63), "float": 1.5e300, "nested": [{"k": "v"}], "": None}
+    status, _ = await hub.publish([user], "a.b", data=data)
+    assert status == 201
+    status, page = await hub.request("GET", "/v1/me/notifications", token=hub.token(user))
+    assert status == 200 and page["notifications"][0]["data"] == data
+
+
 async def test_malformed_json(hub):
     status, body = await hub.request("POST", "/v1/notifications", data=b'{"recipients": [',
                                      headers={"Content-Type": "application/json"}, service=True)
