@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 # Fault injection for the crash test: exit the process right after storing the event with this
 # id and before committing its offset (a crash no real service can be made to show on cue).
 FAULT_EXIT_AFTER_STORE = "NOTIHUB_FAULT_EXIT_AFTER_STORE"
+# Tries before a record that keeps raising an unexpected error is dead-lettered.
+UNEXPECTED_ATTEMPTS = 3
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):
@@ -51,7 +53,8 @@ class EventConsumer:
     """One member of the ingest consumer group."""
 
     def __init__(self, *, settings: Settings, handler: EventHandler, dlq: AIOKafkaProducer, worker_id: str,
-                 exit_process: Callable[[int], None] = os._exit) -> None:
+                 exit_process: Callable[[int], None] = os._exit, topic: str = EVENTS_TOPIC,
+                 group_id: str = CONSUMER_GROUP) -> None:
         self._settings = settings
         self._handler = handler
         self._dlq = dlq
@@ -62,9 +65,10 @@ class EventConsumer:
         self._exit = exit_process
         self._lag_partitions: set[str] = set()
         self._slots = asyncio.Semaphore(settings.ingest_concurrency)
+        self._topic = topic
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
-            group_id=CONSUMER_GROUP,
+            group_id=group_id,
             client_id=f"notihub-ingest-{worker_id}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -76,7 +80,7 @@ class EventConsumer:
     async def start(self) -> None:
         """Join the group."""
         await self.consumer.start()
-        self.consumer.subscribe([EVENTS_TOPIC], listener=_DrainOnRevoke(self._idle))
+        self.consumer.subscribe([self._topic], listener=_DrainOnRevoke(self._idle))
 
     async def stop(self) -> None:
         """Leave the group (its partitions move to the other members at once)."""
@@ -116,6 +120,7 @@ class EventConsumer:
 
     async def _one(self, record: ConsumerRecord) -> None:
         backoff = 0.2
+        failures = 0
         while True:
             try:
                 event = parse_event(record.value)
@@ -132,6 +137,18 @@ class EventConsumer:
                 # Not the event's fault: keep it and try again, without committing past it.
                 metrics.EVENTS.labels("unknown", "retried").inc()
                 logger.warning("handling %s@%d failed (%s); retrying in %.1fs", record.topic, record.offset, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            except Exception as exc:
+                # A defect met by this record: retry a little in case it passes, then park the
+                # record instead of stopping the partition (or the worker) behind it for good.
+                failures += 1
+                logger.exception("handling %s/%d/%d failed (attempt %d of %d)", record.topic, record.partition,
+                                 record.offset, failures, UNEXPECTED_ATTEMPTS)
+                if failures >= UNEXPECTED_ATTEMPTS:
+                    metrics.EVENTS.labels("unknown", "failed").inc()
+                    await self._dead_letter(record, f"could not be handled: {type(exc).__name__}: {exc}"[:500])
+                    return
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 

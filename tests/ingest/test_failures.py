@@ -2,12 +2,15 @@
 and committing, and partitions moving between two workers mid-stream."""
 import asyncio
 import random
+import uuid
 
+import orjson
 import pytest
 
 from devstack.hub import HubProcess
 from devstack.ports import free_port
-from ingest.consumer import FAULT_EXIT_AFTER_STORE
+from ingest.consumer import FAULT_EXIT_AFTER_STORE, UNEXPECTED_ATTEMPTS, EventConsumer
+from shared.kafka import open_producer
 
 from .conftest import make_event
 
@@ -103,3 +106,45 @@ async def test_ten_thousand_followers(hub, js, events, inserts, runtime, capsys)
     assert len({d["recipient"] for d in stored}) == 10_000
     with capsys.disabled():
         print(f"\npost.created to 10,000 followers via Kafka: online followers had it after {delivered * 1000:.0f} ms")
+
+
+class DefectiveHandler:
+    """A fake handler, named as such: it stands in for a defect that a record triggers, which no
+    real service can be made to show on cue. It raises for post.liked and handles the rest."""
+
+    def __init__(self) -> None:
+        self.attempts: dict[str, int] = {}
+        self.handled = asyncio.Queue()
+
+    async def handle(self, event) -> None:
+        self.attempts[event.event_id] = self.attempts.get(event.event_id, 0) + 1
+        if event.type == "post.liked":
+            raise TypeError("a defect met by this record")
+        await self.handled.put(event.event_id)
+
+
+async def test_a_record_that_meets_a_defect_is_dead_lettered_and_the_partition_goes_on(stack, settings, dlq):
+    topic = f"notihub.test.{uuid.uuid4().hex[:8]}"
+    await asyncio.to_thread(stack.kafka.create_topics, {topic: 1})
+    handler = DefectiveHandler()
+    async with open_producer(settings, client_id="defect-test") as producer:
+        consumer = EventConsumer(settings=settings, handler=handler, dlq=producer, worker_id="t0",
+                                 topic=topic, group_id=f"notihub-test-{uuid.uuid4().hex[:8]}")
+        await consumer.start()
+        running = asyncio.create_task(consumer.run())
+        try:
+            bad = make_event("post.liked", post={"id": "p", "author_id": "someone"})
+            good = make_event("user.followed", followee={"id": "someone"})
+            for event in (bad, good):
+                await producer.send_and_wait(topic, value=orjson.dumps(event), key=b"same-key")
+            parked = await asyncio.wait_for(dlq.getone(), 30)
+            assert await asyncio.wait_for(handler.handled.get(), 30) == good["event_id"]
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            await consumer.stop()
+    assert handler.attempts[bad["event_id"]] == UNEXPECTED_ATTEMPTS
+    assert parked.value == orjson.dumps(bad)
+    headers = dict(parked.headers)
+    assert headers["notihub.reason"] == b"could not be handled: TypeError: a defect met by this record"
+    assert headers["notihub.source"] == f"{topic}/0/0".encode()

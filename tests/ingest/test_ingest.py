@@ -118,6 +118,14 @@ BAD_RECORDS = {
                                    if k != "post"}),
     "unknown type": orjson.dumps(make_event("post.exploded")),
     "wrong field type": orjson.dumps(make_event("post.liked", post={**POST, "author_id": 7})),
+    # Valid JSON that could not be stored or sent back as given.
+    "integer beyond 64 bits": orjson.dumps(
+        make_event("notification.requested", recipients=["x"], notification={"type": "t", "data": {"n": 0}})
+    ).replace(b'"n":0', b'"n":18446744073709551616'),
+    "integer beyond BSON's int64": orjson.dumps(
+        make_event("notification.requested", recipients=["x"], notification={"type": "t", "data": {"n": 2**63}})),
+    "key holding NUL": orjson.dumps(
+        make_event("notification.requested", recipients=["x"], notification={"type": "t", "data": {"a\u0000b": 1}})),
 }
 
 
