@@ -73,12 +73,18 @@ class NotificationService:
         # A fingerprint asks for a claim: the first request under a key is recorded, so that a
         # repeat can answer 200 with the first result and a different request is a conflict.
         # Without one (domain events), the (source, recipient) index alone makes repeats no-ops.
-        if draft.source is not None and draft.fingerprint is not None:
+        claimed = draft.source is not None and draft.fingerprint is not None
+        if claimed:
             first = await self.idempotency.claim(draft.source, draft.fingerprint)
             if first is not None:
-                if first != draft.fingerprint:
+                fingerprint, done = first
+                if fingerprint != draft.fingerprint:
                     raise Conflict("this idempotency key was used for a different request")
                 repeat = True
+                if done:
+                    # Finished before: store and deliver nothing, even to a topic's new subscribers.
+                    stored = await self.store.by_source(draft.source) if report else []
+                    return Published(created=False, notifications=[(str(i), r) for i, r in stored])
         result: list[tuple[str, str]] = []
         async for batch in self._audience(draft):
             # A recipient who disabled this type gets nothing, whichever path produced it.
@@ -109,6 +115,8 @@ class NotificationService:
                 await self.store.trim([n.recipient for n in new])
             if draft.source is None or not report:
                 result.extend((str(n.id), n.recipient) for n in (notifications if draft.source is None else new))
+        if claimed:
+            await self.idempotency.complete(draft.source)
         if draft.source is not None and report:
             result = [(str(i), r) for i, r in await self.store.by_source(draft.source)]
         return Published(created=not repeat, notifications=result)

@@ -23,12 +23,17 @@ class IdempotencyStore:
             [IndexModel([("created_at", ASCENDING)], name="expiry", expireAfterSeconds=int(self._keep.total_seconds()))]
         )
 
-    async def claim(self, key: str, fingerprint: str) -> str | None:
-        """Claim a key; None when it is new, else the fingerprint of its first request."""
+    async def claim(self, key: str, fingerprint: str) -> tuple[str, bool] | None:
+        """Claim a key; None when it is new, else its first request's fingerprint and whether
+        that request finished."""
         try:
-            await self._coll.insert_one({"_id": key, "fingerprint": fingerprint, "created_at": utcnow()})
+            await self._coll.insert_one({"_id": key, "fingerprint": fingerprint, "done": False, "created_at": utcnow()})
             return None
         except DuplicateKeyError:
             doc = await self._coll.find_one({"_id": key})
             # The claim may have expired between the insert and the read: treat it as ours.
-            return doc["fingerprint"] if doc else fingerprint
+            return (doc["fingerprint"], bool(doc.get("done"))) if doc else (fingerprint, False)
+
+    async def complete(self, key: str) -> None:
+        """Record that the request under ``key`` stored everything it had to."""
+        await self._coll.update_one({"_id": key}, {"$set": {"done": True}})

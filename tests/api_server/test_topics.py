@@ -21,6 +21,26 @@ async def test_subscribe_list_unsubscribe(hub):
     assert page["subscribers"] == users[1:]
 
 
+async def test_a_repeated_topic_request_reaches_no_one_new(hub, runtime):
+    # The first result stands: a subscriber who joined since, or a notification deleted since,
+    # does not make the repeat store or deliver anything.
+    topic = f"followers:{hub.new_user()}"
+    early, late = hub.new_user(), hub.new_user()
+    await hub.request("PUT", f"/v1/topics/{topic}/subscribers/{early}", service=True)
+    payload = {"topic": topic, "type": "post.created", "idempotency_key": hub.new_user("key")}
+    status, first = await hub.request("POST", "/v1/notifications", json=payload, service=True)
+    assert status == 201 and [n["recipient"] for n in first["notifications"]] == [early]
+    await hub.request("PUT", f"/v1/topics/{topic}/subscribers/{late}", service=True)
+    status, again = await hub.request("POST", "/v1/notifications", json=payload, service=True)
+    assert status == 200 and again == first
+    assert await runtime.db["notifications"].count_documents({"recipient": late}) == 0
+    note = first["notifications"][0]["id"]
+    assert (await hub.request("DELETE", f"/v1/me/notifications/{note}", token=hub.token(early)))[0] == 204
+    status, again = await hub.request("POST", "/v1/notifications", json=payload, service=True)
+    assert status == 200 and again == {"notifications": []}
+    assert await runtime.db["notifications"].count_documents({"recipient": {"$in": [early, late]}}) == 0
+
+
 async def test_topic_publish_reaches_subscribers_only(hub, js):
     topic = f"followers:{hub.new_user()}"
     fan, other = hub.new_user(), hub.new_user()
