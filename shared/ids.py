@@ -56,6 +56,12 @@ class IdClock:
 new_id = IdClock().next
 
 
+def first_id_at(at: dt.datetime) -> ObjectId:
+    """The smallest id of the millisecond ``at``: every id made later sorts after it."""
+    seconds, millis = divmod(int(at.timestamp() * 1000), 1000)
+    return ObjectId(seconds.to_bytes(4, "big") + millis.to_bytes(2, "big") + bytes(6))
+
+
 def parse_id(value: object, *, field: str = "id") -> ObjectId:
     """Turn a client-supplied notification id into an ObjectId, or raise InvalidRequest."""
     if isinstance(value, str) and len(value) == 24:

@@ -10,6 +10,7 @@ already sent them. That is how a reconnecting client loses nothing and sees noth
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import logging
@@ -24,15 +25,19 @@ from bson import ObjectId
 from shared import metrics
 from shared.bus import Deleted, Delivered, Event, Gap, ReadChanged
 from shared.i18n import Renderer
-from shared.models import Notification
+from shared.ids import first_id_at
+from shared.models import Notification, utcnow
 from shared.service import NotificationService
 
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[str, Any, str], Awaitable[None]]
+Drop = Callable[[str], Awaitable[None]]
 
 # How long a connection remembers what init or a replay gave it.
 GIVEN_HORIZON = datetime.timedelta(minutes=10)
+# Sockets caught up at once after a bus gap (each is a MongoDB read).
+CATCH_UP_CONCURRENCY = 16
 
 
 @dataclasses.dataclass(eq=False)
@@ -44,6 +49,8 @@ class Connection:
     lang: str
     since: ObjectId
     syncing: bool = True
+    # A bus gap happened while this socket was syncing: replay once more before going live.
+    gap: bool = False
     # Ids the client already has from init or a replay. A notification is committed before it is
     # announced, so a replay can find one whose live copy is still on its way: skip that copy.
     given: set[ObjectId] = dataclasses.field(default_factory=set)
@@ -54,11 +61,12 @@ class Connection:
 class Hub:
     """Local sockets by user; renders each notification in each socket's language."""
 
-    def __init__(self, *, service: NotificationService, renderer: Renderer, emit: Emit,
+    def __init__(self, *, service: NotificationService, renderer: Renderer, emit: Emit, drop: Drop,
                  init_limit: int, replay_limit: int) -> None:
         self._service = service
         self._renderer = renderer
         self._emit = emit
+        self._drop = drop
         self._init_limit = init_limit
         self._replay_limit = replay_limit
         self._by_sid: dict[str, Connection] = {}
@@ -74,7 +82,7 @@ class Hub:
     def attach(self, sid: str, *, user: str, lang: str) -> Connection:
         """Register a socket that passed authentication; it holds live events until synced."""
         # Until a sync says otherwise, this socket has everything up to its connect time.
-        conn = Connection(sid=sid, user=user, lang=lang, since=ObjectId())
+        conn = Connection(sid=sid, user=user, lang=lang, since=first_id_at(utcnow()))
         self._by_sid[sid] = conn
         self._by_user[user].add(conn)
         metrics.SOCKETS.set(len(self._by_sid))
@@ -113,28 +121,48 @@ class Hub:
             else:
                 # Without `since`, init is the client's state: held ones already in it are not new.
                 sent.update(n.id for n in snapshot.notifications)
+            while conn.gap:
+                # The bus lost events while this sync ran: what they carried is in MongoDB.
+                conn.gap = False
+                await self._replay(conn, conn.since, sent)
         finally:
             await self._release(conn, sent)
 
     async def catch_up(self) -> None:
-        """After a bus gap, send every socket what it may have missed meanwhile."""
-        for conn in list(self._by_sid.values()):
-            if conn.syncing or conn.sid not in self._by_sid:
-                continue
-            conn.syncing = True
-            sent = conn.given
-            try:
-                await self._replay(conn, conn.since, sent)
-            except Exception:
-                logger.exception("catch-up failed for socket %s", conn.sid)
-            finally:
-                await self._release(conn, sent)
+        """After a bus gap, send every socket what it may have missed meanwhile.
+
+        Sockets are caught up concurrently (a bounded number at a time); one still syncing
+        replays once more when its sync ends; one whose replay fails is disconnected, so that
+        its client reconnects with ``since`` and loses nothing.
+        """
+        slots = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
+
+        async def one(conn: Connection) -> None:
+            async with slots:
+                if conn.sid not in self._by_sid:
+                    return
+                if conn.syncing:
+                    conn.gap = True
+                    return
+                conn.syncing = True
+                sent = conn.given
+                try:
+                    try:
+                        await self._replay(conn, conn.since, sent)
+                    finally:
+                        await self._release(conn, sent)
+                except Exception:
+                    logger.exception("catch-up failed for socket %s; disconnecting it", conn.sid)
+                    await self._drop(conn.sid)
+
+        await asyncio.gather(*(one(conn) for conn in list(self._by_sid.values())))
 
     async def _replay(self, conn: Connection, since: ObjectId, sent: set[ObjectId]) -> None:
         missed = await self._service.missed(conn.user, since, limit=self._replay_limit)
         if missed is None:
             await self._emit("resync_required", {"reason": "too_many_missed"}, conn.sid)
             return
+        missed = [n for n in missed if n.id not in sent]
         count = await self._service.unread_count(conn.user) if missed else 0
         for notification in missed:
             await self._send(conn, notification, "replay", count)

@@ -2,10 +2,9 @@
 socket's sync and live delivery, made to happen deterministically."""
 import uuid
 
-from bson import ObjectId
-
-from shared.bus import Delivered, ReadChanged
+from shared.bus import Delivered, Gap, ReadChanged
 from shared.i18n import Renderer
+from shared.ids import first_id_at, new_id
 from shared.models import Notification, utcnow
 from socket_server.hub import Hub
 
@@ -23,19 +22,28 @@ class Recorder:
         return [d["id"] for e, d, _ in self.sent if e == event]
 
 
-def make_hub(runtime, emit):
-    return Hub(service=runtime.service, renderer=Renderer(default_lang="en"), emit=emit, init_limit=20, replay_limit=500)
+class Dropped(list):
+    """Stands in for disconnecting a socket: records the sids."""
+
+    async def __call__(self, sid):
+        self.append(sid)
+
+
+def make_hub(runtime, emit, drop=None, service=None):
+    return Hub(service=service or runtime.service, renderer=Renderer(default_lang="en"), emit=emit,
+               drop=Dropped() if drop is None else drop, init_limit=20, replay_limit=500)
 
 
 def note(user):
-    return Notification(id=ObjectId(), type="post.liked", recipient=user, actor=None, created_at=utcnow())
+    now = utcnow()
+    return Notification(id=new_id(now), type="post.liked", recipient=user, actor=None, created_at=now)
 
 
 async def test_a_replayed_notification_whose_live_copy_comes_later_is_sent_once(runtime):
     user = f"hub-{uuid.uuid4().hex[:8]}"
     emit = Recorder()
     hub = make_hub(runtime, emit)
-    before = ObjectId()
+    before = first_id_at(utcnow())
     committed = note(user)
     # Committed but not yet announced on the bus.
     await runtime.service.store.insert([committed])
@@ -98,3 +106,64 @@ async def test_live_counts_are_read_when_sent(runtime):
     await runtime.service.store.mark_read(user, [notes[0].id])
     await hub.handle(ReadChanged(user=user, ids=[str(notes[0].id)], all=False, unread_count=0))
     assert emit.sent[-1][1]["unread_count"] == 2
+
+
+async def test_after_a_bus_gap_live_sockets_get_what_the_gap_swallowed(runtime):
+    users = [f"hub-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    emit = Recorder()
+    hub = make_hub(runtime, emit)
+    for i, user in enumerate(users):
+        await hub.sync(hub.attach(f"sid{i}", user=user, lang="en"), since=None)
+    swallowed = [note(user) for user in users]
+    await runtime.service.store.insert(swallowed)  # stored, but its announcement was lost
+    await hub.handle(Gap())
+    assert sorted(emit.ids()) == sorted(str(n.id) for n in swallowed)
+    assert {sid for e, _, sid in emit.sent if e == "notification"} == {"sid0", "sid1", "sid2"}
+    await hub.handle(Gap())  # nothing new: nothing sent twice
+    assert len(emit.ids()) == 3
+
+
+async def test_a_gap_during_a_sync_is_caught_up_before_going_live(runtime):
+    user = f"hub-{uuid.uuid4().hex[:8]}"
+    hub = None
+    swallowed = note(user)
+
+    class GapDuringInit(Recorder):
+        async def __call__(self, event, data, sid):
+            await super().__call__(event, data, sid)
+            if event == "init":
+                # After the sync read MongoDB: a notification is stored and its announcement lost.
+                await runtime.service.store.insert([swallowed])
+                await hub.handle(Gap())
+
+    emit = GapDuringInit()
+    hub = make_hub(runtime, emit)
+    conn = hub.attach("sid1", user=user, lang="en")
+    await hub.sync(conn, since=None)
+    assert emit.ids() == [str(swallowed.id)] and not conn.syncing
+
+
+async def test_a_socket_whose_catch_up_fails_is_disconnected(runtime):
+    user = f"hub-{uuid.uuid4().hex[:8]}"
+
+    class FailingReads:
+        """A fake service, named as such: MongoDB failing for one read on cue."""
+
+        def __init__(self, real):
+            self.real, self.fail = real, False
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        async def missed(self, *args, **kwargs):
+            if self.fail:
+                raise OSError("MongoDB went away")
+            return await self.real.missed(*args, **kwargs)
+
+    service, emit, dropped = FailingReads(runtime.service), Recorder(), Dropped()
+    hub = make_hub(runtime, emit, drop=dropped, service=service)
+    conn = hub.attach("sid1", user=user, lang="en")
+    await hub.sync(conn, since=None)
+    service.fail = True
+    await hub.handle(Gap())
+    assert dropped == ["sid1"] and not conn.syncing
