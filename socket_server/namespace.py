@@ -12,13 +12,13 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from shared import metrics
-from shared.errors import HubError, InvalidRequest, TooManyConnections, Unavailable
+from shared.errors import HubError, InternalError, InvalidRequest, TooManyConnections, Unavailable
 from shared.i18n import Renderer, negotiate
 from shared.ids import parse_id, parse_ids
 from shared.service import NotificationService
 from shared.tokens import TokenVerifier
 
-from .hub import Hub
+from .hub import Connection, Hub
 from .presence import Presence
 
 logger = logging.getLogger(__name__)
@@ -40,13 +40,19 @@ def acknowledged(handler: Callable[..., Awaitable[dict[str, Any]]]) -> Callable[
     @functools.wraps(handler)
     async def wrapper(self: "NotificationsNamespace", sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
         try:
-            user = self.user_of(sid)
-            return {"ok": True, **await handler(self, sid, user, data)}
+            conn = self.hub.connection(sid)
+            if conn is None:
+                raise HubError("this socket is not connected", code="unauthorized")
+            return {"ok": True, **await handler(self, conn, data)}
         except HubError as exc:
             return {"ok": False, **exc.to_dict()}
         except (PyMongoError, RedisError):
             logger.exception("a backing service failed during %s", handler.__name__)
             return {"ok": False, **Unavailable("a backing service is unavailable; try again").to_dict()}
+        except Exception:
+            # A defect: log it in full; the client still gets its answer and keeps its socket.
+            logger.exception("%s failed", handler.__name__)
+            return {"ok": False, **InternalError("an internal error occurred").to_dict()}
 
     return wrapper
 
@@ -64,11 +70,12 @@ class NotificationsNamespace(socketio.AsyncNamespace):
         self.presence = presence
         self.default_lang = default_lang
 
-    def user_of(self, sid: str) -> str:
-        conn = self.hub.connection(sid)
-        if conn is None:
-            raise HubError("this socket is not connected", code="unauthorized")
-        return conn.user
+    def _open(self, sid: str) -> bool:
+        # Whether the client is still there: it may leave while the handshake awaits Redis, and
+        # then no disconnect handler runs for it (the socket is not connected yet).
+        eio_sid = self.server.manager.eio_sid_from_sid(sid, NAMESPACE)
+        socket = self.server.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        return socket is not None and not socket.closed and not socket.closing
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         """Refuse with ``{code, message}``, or attach the socket and start its sync."""
@@ -81,11 +88,20 @@ class NotificationsNamespace(socketio.AsyncNamespace):
         since_raw = auth.get("since") or _first(query, "since")
         try:
             user = self.verifier.verify(token)
-            if not await self.presence.admit(user.id, sid):
+            try:
+                admitted = await self.presence.admit(user.id, sid)
+            except (RedisError, OSError) as exc:
+                logger.warning("could not count the connections of a user: %s", exc)
+                raise Unavailable("the service is temporarily unavailable; try again") from None
+            if not admitted:
                 raise TooManyConnections("this user has too many open connections")
         except HubError as exc:
             metrics.CONNECTS_REFUSED.labels(exc.code).inc()
             raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": exc.code, "message": exc.message})
+        if not self._open(sid):
+            # Gone during the handshake: count it no more, and attach nothing.
+            await self._release(user.id, sid)
+            return False
         since, since_error = None, None
         if since_raw is not None:
             try:
@@ -108,23 +124,30 @@ class NotificationsNamespace(socketio.AsyncNamespace):
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         conn = self.hub.detach(sid)
         if conn is not None:
-            await self.presence.release(conn.user, sid)
+            await self._release(conn.user, sid)
+
+    async def _release(self, user: str, sid: str) -> None:
+        try:
+            await self.presence.release(user, sid)
+        except (RedisError, OSError) as exc:
+            # Its lease runs out by itself: the count is right again within LEASE_SECONDS.
+            logger.warning("could not release the lease of socket %s: %s", sid, exc)
 
     @acknowledged
-    async def on_mark_read(self, sid: str, user: str, data: Any) -> dict[str, Any]:
+    async def on_mark_read(self, conn: Connection, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise InvalidRequest("send {ids: [...]}")
         ids = parse_ids(data.get("ids"))
-        return {"unread_count": await self.service.mark_read(user, ids)}
+        return {"unread_count": await self.service.mark_read(conn.user, ids)}
 
     @acknowledged
-    async def on_mark_all_read(self, sid: str, user: str, data: Any) -> dict[str, Any]:
+    async def on_mark_all_read(self, conn: Connection, data: Any) -> dict[str, Any]:
         if data is not None and not isinstance(data, dict):
             raise InvalidRequest("send {} or nothing")
-        return {"unread_count": await self.service.mark_all_read(user)}
+        return {"unread_count": await self.service.mark_all_read(conn.user)}
 
     @acknowledged
-    async def on_list(self, sid: str, user: str, data: Any) -> dict[str, Any]:
+    async def on_list(self, conn: Connection, data: Any) -> dict[str, Any]:
         data = {} if data is None else data
         if not isinstance(data, dict):
             raise InvalidRequest("send {cursor?, limit?, unread_only?}")
@@ -135,7 +158,6 @@ class NotificationsNamespace(socketio.AsyncNamespace):
             raise InvalidRequest("limit must be a whole number")
         if not isinstance(unread_only, bool):
             raise InvalidRequest("unread_only must be true or false")
-        page = await self.service.page(user, cursor=cursor, limit=limit, unread_only=unread_only)
-        lang = self.hub.connection(sid).lang
-        return {"notifications": [self.renderer.render(n, lang) for n in page.notifications],
+        page = await self.service.page(conn.user, cursor=cursor, limit=limit, unread_only=unread_only)
+        return {"notifications": [self.renderer.render(n, conn.lang) for n in page.notifications],
                 "next_cursor": page.next_cursor}
