@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import signal
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -17,7 +14,6 @@ from shared.settings import Settings
 
 from .consumer import EventConsumer
 
-logger = logging.getLogger(__name__)
 
 CONSUMER = web.AppKey("consumer", EventConsumer)
 
@@ -36,7 +32,7 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
             app[CONSUMER] = consumer
             await consumer.start()
             task = asyncio.create_task(consumer.run(), name="ingest-consumer")
-            task.add_done_callback(_crash_on_failure)
+            task.add_done_callback(shared_web.stop_process_on_failure)
             yield
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -47,10 +43,3 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
     app.router.add_get("/metrics", shared_web.metrics)
     return app
 
-
-def _crash_on_failure(task: asyncio.Task) -> None:
-    # A consumer that died must not leave a healthy-looking process behind: stop the process
-    # so that its supervisor starts a new one.
-    if not task.cancelled() and task.exception() is not None:
-        logger.critical("the consumer stopped: %r", task.exception())
-        os.kill(os.getpid(), signal.SIGTERM)

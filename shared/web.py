@@ -1,7 +1,10 @@
 """aiohttp pieces shared by the API and the socket workers (edges only, never the service)."""
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -39,3 +42,15 @@ def run(app: web.Application, *, host: str, port: int) -> None:
         handle_signals=True,
         shutdown_timeout=5,
     )
+
+
+def stop_process_on_failure(task: asyncio.Task) -> None:
+    """A done-callback for a process's essential background task (a consumer, a listener).
+
+    A task that died must not leave a healthy-looking process behind: log why and stop the
+    process (SIGTERM, so that it shuts down cleanly) for its supervisor to start a new one.
+    """
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger(__name__).critical("%s stopped: %r", task.get_name(), task.exception(),
+                                             exc_info=task.exception())
+        os.kill(os.getpid(), signal.SIGTERM)

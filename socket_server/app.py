@@ -78,7 +78,10 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
                 # Local only: the bus already reached every worker.
                 await sio.emit(event, data, to=sid, namespace=NAMESPACE, ignore_queue=True)
 
-            hub = Hub(service=runtime.service, renderer=renderer, emit=emit,
+            async def drop(sid: str) -> None:
+                await sio.disconnect(sid, namespace=NAMESPACE, ignore_queue=True)
+
+            hub = Hub(service=runtime.service, renderer=renderer, emit=emit, drop=drop,
                       init_limit=settings.init_limit, replay_limit=settings.replay_limit)
             app[HUB] = hub
             presence = Presence(redis=runtime.redis, prefix=settings.channel_prefix,
@@ -87,15 +90,19 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
                 hub=hub, service=runtime.service, verifier=TokenVerifier(settings=settings),
                 renderer=renderer, presence=presence, default_lang=renderer.default_lang,
             ))
-            tasks = [asyncio.create_task(_listen(runtime, hub, app[BUS_READY])),
-                     asyncio.create_task(_refresh_presence(presence, hub))]
-            # Serve only once live events can reach us.
-            await asyncio.wait_for(app[BUS_READY].wait(), 10)
-            yield
+            tasks = [asyncio.create_task(_listen(runtime, hub, app[BUS_READY]), name="bus-listener"),
+                     asyncio.create_task(_refresh_presence(presence, hub), name="presence-refresh")]
             for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await sio.shutdown()
+                task.add_done_callback(shared_web.stop_process_on_failure)
+            try:
+                # Serve only once live events can reach us.
+                await asyncio.wait_for(app[BUS_READY].wait(), 10)
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await sio.shutdown()
 
     app.cleanup_ctx.append(runtime_ctx)
     app.router.add_get("/healthz", shared_web.healthz)
