@@ -6,7 +6,7 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, model_validator
 
 from shared.events.models import EVENT_MODELS
-from shared.validation import Data
+from shared.validation import Data, Url
 
 MAX_RECIPIENTS = 10_000
 
@@ -43,7 +43,7 @@ class PublishIn(Strict):
         default=None, description="Overrides the catalogue title; a string, or one per language."
     )
     body: Body | dict[LangCode, Body] | None = None
-    url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^(/|https?://)")] | None = None
+    url: Url | None = None
     data: Data | None = None
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 

@@ -6,9 +6,13 @@ from typing import Annotated, Any
 import bson
 import orjson
 from bson.errors import InvalidDocument
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, Field, StringConstraints, ValidationError
 
 MAX_DATA_BYTES = 16 * 1024
+
+# A link a notification may carry: a path on the client's own site or an http(s) URL. Not "//host"
+# nor "/\\host", which browsers read as another site.
+Url = Annotated[str, StringConstraints(max_length=2048, pattern=r"^(/([^/\\].*)?|https?://[^/\\].*)$")]
 
 
 def describe(exc: ValidationError, *, root: str) -> str:

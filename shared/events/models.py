@@ -12,11 +12,10 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from ..errors import InvalidRequest
-from ..validation import Data, describe
+from ..validation import Data, Url, describe
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]*$")]
 Text = Annotated[str, StringConstraints(max_length=500)]
-Url = Annotated[str, StringConstraints(max_length=2048, pattern=r"^(/|https?://)")]
 NotificationType = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 ]

@@ -67,6 +67,8 @@ BAD_BODIES = {
     "actor id operator": {"recipients": ["u"], "type": "a.b", "actor": {"id": {"$gt": ""}}},
     "title number": {"recipients": ["u"], "type": "a.b", "title": 3},
     "url javascript": {"recipients": ["u"], "type": "a.b", "url": "javascript:alert(1)"},
+    "url of another site without a scheme": {"recipients": ["u"], "type": "a.b", "url": "//evil.example"},
+    "url with a backslash host": {"recipients": ["u"], "type": "a.b", "url": "/\\evil.example"},
     "unknown field": {"recipients": ["u"], "type": "a.b", "priority": "high"},
     "idempotency key number": {"recipients": ["u"], "type": "a.b", "idempotency_key": 7},
     "array body": [{"recipients": ["u"], "type": "a.b"}],

@@ -145,7 +145,8 @@
     const title = li.querySelector(".title");
     title.textContent = n.title;
     // Only same-site paths and http(s) links; anything else stays plain text.
-    if (n.url && /^(\/(?!\/)|https?:\/\/)/.test(n.url)) title.href = n.url;
+    // A path of this site or an http(s) URL; never "//host" or "/\host", which leave the site.
+    if (n.url && /^(\/(?![\/\\])|https?:\/\/)/.test(n.url)) title.href = n.url;
     const body = li.querySelector(".body");
     body.textContent = n.body || "";
     body.hidden = !n.body;
