@@ -17,7 +17,7 @@ from shared.tokens import TokenVerifier
 
 from .engine import WorkerServer
 from .hub import Hub
-from .namespace import NAMESPACE, NotificationsNamespace
+from .namespace import NAMESPACE, NotificationsNamespace, reconnect
 from .presence import LEASE_SECONDS, Presence
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
                 await sio.emit(event, data, to=sid, namespace=NAMESPACE, ignore_queue=True)
 
             async def drop(sid: str) -> None:
-                await sio.disconnect(sid, namespace=NAMESPACE, ignore_queue=True)
+                await reconnect(sio, sid)
 
             hub = Hub(service=runtime.service, renderer=renderer, emit=emit, drop=drop,
                       init_limit=settings.init_limit, replay_limit=settings.replay_limit)

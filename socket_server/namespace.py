@@ -57,6 +57,21 @@ def acknowledged(handler: Callable[..., Awaitable[dict[str, Any]]]) -> Callable[
     return wrapper
 
 
+async def reconnect(server: socketio.AsyncServer, sid: str) -> None:
+    """Close the connection of socket ``sid`` so that its client reconnects (and replays with
+    ``since``). A namespace disconnect would not do: socket.io-client never reconnects after an
+    "io server disconnect"; after a closed transport it does, with its back-off."""
+    eio_sid = server.manager.eio_sid_from_sid(sid, NAMESPACE)
+    socket = server.eio.sockets.get(eio_sid) if eio_sid is not None else None
+    if socket is None:
+        return
+    # Sends Engine.IO CLOSE, which ends a polling client's session.
+    await server.eio.disconnect(eio_sid)
+    # A websocket client ignores CLOSE and waits for the websocket itself to shut, which
+    # engineio's writer does once its queue yields None (as when the client goes away).
+    await socket.queue.put(None)
+
+
 class NotificationsNamespace(socketio.AsyncNamespace):
     """Authenticates sockets, hands them to the hub, and serves their requests."""
 
@@ -91,8 +106,10 @@ class NotificationsNamespace(socketio.AsyncNamespace):
             try:
                 admitted = await self.presence.admit(user.id, sid)
             except (RedisError, OSError) as exc:
-                logger.warning("could not count the connections of a user: %s", exc)
-                raise Unavailable("the service is temporarily unavailable; try again") from None
+                # A refusal would be final for the client (it never retries one), and Redis may
+                # be back in a moment: admit the socket uncounted rather than lock the user out.
+                logger.warning("could not count the connections of a user; admitting uncounted: %s", exc)
+                admitted = True
             if not admitted:
                 raise TooManyConnections("this user has too many open connections")
         except HubError as exc:
@@ -118,8 +135,8 @@ class NotificationsNamespace(socketio.AsyncNamespace):
         try:
             await self.hub.sync(conn, since=since, since_error=since_error)
         except Exception:
-            logger.exception("sync failed; disconnecting socket %s so that it reconnects", conn.sid)
-            await self.disconnect(conn.sid)
+            logger.exception("sync failed; closing socket %s so that it reconnects", conn.sid)
+            await reconnect(self.server, conn.sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         conn = self.hub.detach(sid)

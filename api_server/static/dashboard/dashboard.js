@@ -332,6 +332,8 @@
     socket.on("disconnect", (reason) => {
       if (reason === "io client disconnect") return;
       setConnection("reconnecting", t("reconnecting")(1));
+      // The server ended the session: socket.io-client leaves reconnecting to the page then.
+      if (reason === "io server disconnect") socket.connect();
     });
     socket.io.on("reconnect_attempt", (attempt) => setConnection("reconnecting", t("reconnecting")(attempt)));
     socket.on("connect_error", (err) => {
