@@ -6,15 +6,10 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, model_validator
 
 from shared.events.models import EVENT_MODELS
-from shared.validation import Data, Url
+from shared.validation import Data, NotificationType, TopicName, Url, UserId
 
 MAX_RECIPIENTS = 10_000
 
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]*$")]
-TopicName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]*$")]
-NotificationType = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
-]
 LangCode = Annotated[str, StringConstraints(min_length=2, max_length=8, pattern=r"^[a-z]{2,3}$")]
 NotificationId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{24}$")]
 Title = Annotated[str, StringConstraints(min_length=1, max_length=300)]

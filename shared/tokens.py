@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 
 import jwt
 
 from .errors import TokenExpired, Unauthorized
 from .settings import Settings
+from .validation import MAX_USER_ID, NAME_PATTERN
+
+_USER_ID = re.compile(NAME_PATTERN)
 
 _MAX_TOKEN_LENGTH = 8192
 
@@ -53,8 +57,10 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 128:
-            raise Unauthorized("the token's sub must be a non-empty string")
+        if not isinstance(sub, str) or len(sub) > MAX_USER_ID or not _USER_ID.fullmatch(sub):
+            # A user nobody could address (recipients, topics) is refused at once, not later.
+            raise Unauthorized(f"the token's sub must be a user id: letters, digits and _.:@+|- "
+                               f"(starting with a letter or digit), at most {MAX_USER_ID}")
         name = claims.get("name")
         roles = claims.get("roles") or ()
         if not isinstance(roles, list | tuple) or not all(isinstance(r, str) for r in roles):

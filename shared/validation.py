@@ -10,6 +10,16 @@ from pydantic import AfterValidator, Field, StringConstraints, ValidationError
 
 MAX_DATA_BYTES = 16 * 1024
 
+# User ids, topic names and the ids producers give: plain enough for URLs, Redis keys and topic
+# names such as "followers:<id>" as they are (auth0-style "provider|id" included).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@+|\-]*$"
+MAX_USER_ID = 128
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_ID, pattern=NAME_PATTERN)]
+TopicName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NAME_PATTERN)]
+NotificationType = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+]
+
 # A link a notification may carry: a path on the client's own site or an http(s) URL. Not "//host"
 # nor "/\\host", which browsers read as another site.
 Url = Annotated[str, StringConstraints(max_length=2048, pattern=r"^(/([^/\\].*)?|https?://[^/\\].*)$")]

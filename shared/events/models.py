@@ -12,13 +12,10 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from ..errors import InvalidRequest
-from ..validation import Data, Url, describe
+from ..validation import Data, NotificationType, TopicName, Url, UserId, describe
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]*$")]
+Id = UserId
 Text = Annotated[str, StringConstraints(max_length=500)]
-NotificationType = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
-]
 MAX_EVENT_BYTES = 64 * 1024
 
 
@@ -144,8 +141,7 @@ class CourseProgressed(Event):
 class NotificationRequested(Event):
     type: Literal["notification.requested"]
     recipients: Annotated[list[Id], Field(min_length=1, max_length=10_000)] | None = None
-    topic: Annotated[str, StringConstraints(min_length=1, max_length=200,
-                                            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]*$")] | None = None
+    topic: TopicName | None = None
     notification: RequestedNotification
 
     @model_validator(mode="after")

@@ -27,6 +27,11 @@ def test_valid_token(verifier):
     assert (user.id, user.name, user.roles) == ("u1", "Kim", ("instructor",))
 
 
+@pytest.mark.parametrize("sub", ["auth0|5f3a", "student:42", "kim@example.com", "9b1deb4d-3b7d", "u" * 128])
+def test_subs_that_are_user_ids(verifier, sub):
+    assert verifier.verify(hs({"sub": sub, "exp": time.time() + 60})).id == sub
+
+
 @pytest.mark.parametrize("make", [
     lambda: None, lambda: "", lambda: "x", lambda: "a.b.c", lambda: 42,
     lambda: hs({"sub": "u1", "exp": time.time() + 60}, key="another-secret-0123456789-0123456789"),
@@ -34,6 +39,10 @@ def test_valid_token(verifier):
     lambda: hs({"sub": "u1"}),
     lambda: hs({"sub": "", "exp": time.time() + 60}),
     lambda: hs({"sub": 5, "exp": time.time() + 60}),
+    lambda: hs({"sub": "Kim Lee", "exp": time.time() + 60}),
+    lambda: hs({"sub": "u1\n", "exp": time.time() + 60}),
+    lambda: hs({"sub": "-u1", "exp": time.time() + 60}),
+    lambda: hs({"sub": "u" * 129, "exp": time.time() + 60}),
     lambda: hs({"sub": "u1", "exp": time.time() + 60}, alg="HS512"),
     lambda: jwt.encode({"sub": "u1", "exp": time.time() + 60}, None, algorithm="none"),
     lambda: hs({"sub": "u1", "exp": time.time() + 60, "roles": "admin"}),

@@ -17,6 +17,7 @@ BAD_TOKENS = {
     "other algorithm": lambda: jwt.encode(_claims(), JWT_SECRET, algorithm="HS512"),
     "no sub": lambda: jwt.encode({"exp": int(time.time()) + 60}, JWT_SECRET, algorithm="HS256"),
     "no exp": lambda: jwt.encode({"sub": "u-hs"}, JWT_SECRET, algorithm="HS256"),
+    "sub nobody could address": lambda: jwt.encode(_claims(sub="Kim Lee"), JWT_SECRET, algorithm="HS256"),
     "garbage": lambda: "not.a.jwt",
 }
 
