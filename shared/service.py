@@ -71,15 +71,17 @@ class NotificationService:
         """
         repeat = False
         # A fingerprint asks for a claim: the first request under a key is recorded, so that a
-        # repeat can answer 200 with the first result and a different request is a conflict.
+        # repeat answers 200 with the first result, whatever its body says. Only a different
+        # request under the key of one still unfinished is a conflict: it can neither finish the
+        # first one nor report its result yet.
         # Without one (domain events), the (source, recipient) index alone makes repeats no-ops.
         claimed = draft.source is not None and draft.fingerprint is not None
         if claimed:
             first = await self.idempotency.claim(draft.source, draft.fingerprint)
             if first is not None:
                 fingerprint, done = first
-                if fingerprint != draft.fingerprint:
-                    raise Conflict("this idempotency key was used for a different request")
+                if fingerprint != draft.fingerprint and not done:
+                    raise Conflict("a different request with this idempotency key has not finished yet")
                 repeat = True
                 if done:
                     # Finished before: store and deliver nothing, even to a topic's new subscribers.

@@ -21,9 +21,34 @@ async def test_publish_and_repeat_with_idempotency_key(hub, js):
     assert [n["type"] for n in sock.events("notification")] == ["post.liked", "user.followed"]
 
 
-async def test_reusing_a_key_for_another_request_is_a_conflict(hub):
+async def test_an_auth0_style_user_id_is_reached(hub, js):
+    user = hub.new_user("auth0|")
+    sock = await hub.connect(js, "s", user)
+    await sock.wait_for("init")
+    status, body = await hub.publish([user], "post.liked", actor={"id": "a", "name": "Kim"})
+    assert status == 201
+    note = await sock.wait_for("notification")
+    assert (note["id"], note["recipient"]) == (body["notifications"][0]["id"], user)
+
+
+async def test_a_repeat_with_another_body_gets_the_first_result(hub, js):
+    key, first_user, other = hub.new_user("key"), hub.new_user(), hub.new_user()
+    sock = await hub.connect(js, "s", other)
+    await sock.wait_for("init")
+    status, first = await hub.publish([first_user], idempotency_key=key)
+    assert status == 201
+    status, again = await hub.publish([other], "post.liked", idempotency_key=key)
+    assert status == 200 and again == first
+    # Fence: a later notification reaches the other user, the repeat never did.
+    await hub.publish([other], "user.followed")
+    await sock.wait_for("notification", predicate=lambda n: n["type"] == "user.followed")
+    assert [n["type"] for n in sock.events("notification")] == ["user.followed"]
+
+
+async def test_another_body_under_the_key_of_an_unfinished_request_is_a_conflict(hub, runtime):
+    # A first request still running (or dead midway): its claim is there, not yet done.
     key = hub.new_user("key")
-    assert (await hub.publish([hub.new_user()], idempotency_key=key))[0] == 201
+    assert await runtime.service.idempotency.claim(f"key:{key}", "the first request's fingerprint") is None
     status, body = await hub.publish([hub.new_user()], idempotency_key=key)
     assert status == 409 and body["error"]["code"] == "conflict"
 
