@@ -39,9 +39,14 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         raise InvalidRequest(describe(exc, root="body")) from None
 
 
+def query_str(request: web.Request, name: str) -> str | None:
+    """An optional query parameter; given empty (``?cursor=``) it is not given."""
+    return request.query.get(name) or None
+
+
 def query_int(request: web.Request, name: str) -> int | None:
     """An optional whole-number query parameter."""
-    raw = request.query.get(name)
+    raw = query_str(request, name)
     if raw is None:
         return None
     try:
@@ -52,7 +57,7 @@ def query_int(request: web.Request, name: str) -> int | None:
 
 def query_bool(request: web.Request, name: str) -> bool:
     """An optional true/false query parameter."""
-    raw = request.query.get(name, "false").lower()
+    raw = (query_str(request, name) or "false").lower()
     if raw in ("true", "1", "yes"):
         return True
     if raw in ("false", "0", "no", ""):

@@ -7,7 +7,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 from pydantic import TypeAdapter, ValidationError
 
-from shared.errors import InvalidRequest, Unavailable, UnsupportedMediaType
+from shared.errors import InvalidRequest, NotFound, Unavailable, UnsupportedMediaType
 from shared.events.models import parse_event
 from shared.i18n import negotiate
 from shared.ids import parse_id, parse_ids
@@ -16,8 +16,8 @@ from shared.models import Actor, Draft
 from shared.service import fingerprint
 
 from .auth import require_service, require_user
-from .keys import KAFKA, RENDERER, RUNTIME, SETTINGS
-from .respond import json_response, parse_body, query_bool, query_int
+from .keys import KAFKA, RENDERER, RUNTIME
+from .respond import json_response, parse_body, query_bool, query_int, query_str
 from .schemas import IdsIn, PreferencesIn, PublishIn, TopicName, UserId
 
 
@@ -52,7 +52,7 @@ async def publish(request: web.Request) -> web.Response:
 
 
 def _lang(request: web.Request) -> str:
-    return negotiate(request.headers.get("Accept-Language"), request.app[SETTINGS].default_lang)
+    return negotiate(request.headers.get("Accept-Language"), request.app[RENDERER].default_lang)
 
 
 async def list_mine(request: web.Request) -> web.Response:
@@ -60,7 +60,7 @@ async def list_mine(request: web.Request) -> web.Response:
     user = require_user(request)
     page = await request.app[RUNTIME].service.page(
         user.id,
-        cursor=request.query.get("cursor"),
+        cursor=query_str(request, "cursor"),
         limit=query_int(request, "limit"),
         unread_only=query_bool(request, "unread_only"),
     )
@@ -94,7 +94,12 @@ async def mark_all_read(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     """DELETE /v1/me/notifications/{id}: 404 unless it is the caller's."""
     user = require_user(request)
-    await request.app[RUNTIME].service.delete(user.id, parse_id(request.match_info["id"]))
+    try:
+        notification_id = parse_id(request.match_info["id"])
+    except InvalidRequest:
+        # Ids are opaque to clients: one that cannot exist is not the caller's either.
+        raise NotFound("no such notification") from None
+    await request.app[RUNTIME].service.delete(user.id, notification_id)
     return web.Response(status=204)
 
 
@@ -166,7 +171,7 @@ async def subscribers(request: web.Request) -> web.Response:
     topic = _path(request, "topic", _TOPIC)
     limit = query_int(request, "limit")
     users, cursor = await request.app[RUNTIME].service.subscribers(
-        topic, cursor=request.query.get("cursor"), limit=100 if limit is None else limit)
+        topic, cursor=query_str(request, "cursor"), limit=100 if limit is None else limit)
     return json_response({"subscribers": users, "next_cursor": cursor})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gettext
 import io
+import logging
 import pathlib
 import string
 from typing import Any
@@ -13,6 +14,8 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
 from .models import Notification, iso
+
+logger = logging.getLogger(__name__)
 
 LOCALES_DIR = pathlib.Path(__file__).with_name("locales")
 DOMAIN = "notihub"
@@ -124,7 +127,10 @@ class Renderer:
     """Renders notifications in a language; the one place that knows the catalogues."""
 
     def __init__(self, *, default_lang: str) -> None:
+        # Normalised like any requested language ("ko-KR" is "ko"); one without a catalogue is "en".
         self.default_lang = normalize_language(default_lang, "en")
+        if normalize_language(default_lang, "") != self.default_lang:
+            logger.warning("NOTIHUB_DEFAULT_LANG=%r has no catalogue; using en", default_lang)
         self.languages = supported_languages()
 
     def language(self, value: object) -> str:

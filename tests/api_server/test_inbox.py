@@ -88,9 +88,18 @@ async def test_bad_read_bodies(hub, body):
     assert status == 400 and answer["error"]["code"] == "invalid_request"
 
 
-async def test_bad_delete_id(hub):
-    status, body = await hub.request("DELETE", "/v1/me/notifications/not-an-id", token=hub.token("u"))
-    assert status == 400 and body["error"]["code"] == "invalid_request"
+@pytest.mark.parametrize("id_", ["not-an-id", "6b02627a1106ff6d4c84cc9e", "%7B%24ne%3Anull%7D", "0" * 25])
+async def test_deleting_an_id_that_is_nobodys_is_404(hub, id_):
+    status, body = await hub.request("DELETE", f"/v1/me/notifications/{id_}", token=hub.token("u"))
+    assert status == 404 and body["error"]["code"] == "not_found"
+
+
+async def test_empty_query_parameters_are_not_given(hub):
+    # Clients that always send every parameter send "?limit=&cursor=&unread_only=".
+    user = hub.new_user()
+    ids = await _seed(hub, user, 3)
+    status, page = await hub.request("GET", "/v1/me/notifications?limit=&cursor=&unread_only=", token=hub.token(user))
+    assert status == 200 and [n["id"] for n in page["notifications"]] == ids[::-1] and page["next_cursor"] is None
 
 
 async def test_unknown_route_and_method(hub):

@@ -114,3 +114,11 @@ def test_rendering_never_fails(code, params):
     r = Renderer(default_lang="en")
     out = r.render(make(params=params), r.language(code))
     assert isinstance(out["title"], str) and out["title"]
+
+
+@pytest.mark.parametrize(("configured", "default"), [("ko-KR", "ko"), ("KO", "ko"), ("en_US", "en"), ("fr", "en")])
+def test_the_configured_default_language_is_normalised(configured, default):
+    # Used as given, "ko-KR" or "fr" would name a catalogue that does not exist.
+    r = Renderer(default_lang=configured)
+    assert r.default_lang == default
+    assert r.render(make(), r.language("xx"))["title"]

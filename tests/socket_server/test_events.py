@@ -35,7 +35,7 @@ async def test_list_pages_in_the_sockets_language(hub, js):
     sock = await hub.connect(js, "s", user, lang="ko")
     init = await sock.wait_for("init")
     assert init["unread_count"] == 5 and [n["id"] for n in init["notifications"]] == ids[::-1]
-    first = await sock.emit_ack("list", {"limit": 3})
+    first = await sock.emit_ack("list", {"limit": 3, "cursor": ""})
     assert first["ok"] and [n["id"] for n in first["notifications"]] == ids[:1:-1]
     assert first["notifications"][0]["title"] == "Kim님이 회원님의 글에 댓글을 남겼습니다"
     second = await sock.emit_ack("list", {"limit": 3, "cursor": first["next_cursor"]})
