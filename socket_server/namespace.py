@@ -65,11 +65,14 @@ async def reconnect(server: socketio.AsyncServer, sid: str) -> None:
     socket = server.eio.sockets.get(eio_sid) if eio_sid is not None else None
     if socket is None:
         return
-    # Sends Engine.IO CLOSE, which ends a polling client's session.
-    await server.eio.disconnect(eio_sid)
+    # Runs the disconnect handlers and queues Engine.IO CLOSE, without waiting for a polling
+    # client to fetch it (it may never: its next poll of a closed session is refused, which
+    # ends its transport just as well). engineio forgets the closed session by itself.
+    await socket.close(wait=False, reason=server.eio.reason.SERVER_DISCONNECT)
     # A websocket client ignores CLOSE and waits for the websocket itself to shut, which
     # engineio's writer does once its queue yields None (as when the client goes away).
-    await socket.queue.put(None)
+    if socket.upgraded:
+        await socket.queue.put(None)
 
 
 class NotificationsNamespace(socketio.AsyncNamespace):

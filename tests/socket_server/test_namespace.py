@@ -111,7 +111,8 @@ async def test_a_socket_closed_by_the_server_reconnects_with_the_javascript_clie
         await reconnect(server.sio, sid)
         gone = await sock.wait_for("disconnect", timeout=10)
         await sock.wait_for("init", timeout=10)
-        assert gone["reason"] == "transport close"
+        # Not "io server disconnect", after which socket.io-client would not reconnect.
+        assert gone["reason"] in ("transport close", "transport error"), gone
         assert [conn.sid for conn in hub._by_sid.values()] != [sid] and len(hub) == 1
         await sock.disconnect()
 
