@@ -39,6 +39,13 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         raise InvalidRequest(describe(exc, root="body")) from None
 
 
+def only_query(request: web.Request, *names: str) -> None:
+    """Refuse query parameters other than ``names``: a misspelt one must not pass unnoticed."""
+    unknown = sorted(set(request.query) - set(names))
+    if unknown:
+        raise InvalidRequest(f"unknown query parameter {unknown[0]!r}; expected {', '.join(names)}")
+
+
 def query_str(request: web.Request, name: str) -> str | None:
     """An optional query parameter; given empty (``?cursor=``) it is not given."""
     return request.query.get(name) or None

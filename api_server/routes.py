@@ -81,5 +81,5 @@ def setup_routes(app: web.Application) -> None:
         app.router.add_route(endpoint.method, path, endpoint.handler)
     document = openapi.build(ENDPOINTS)
     app.router.add_get("/openapi.json", openapi.serve(document))
-    app.router.add_get("/metrics", shared_web.metrics)
+    app.router.add_get("/metrics", views.metrics)
     setup_static(app)

@@ -5,8 +5,10 @@ from typing import Any
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
 
+from shared import metrics as shared_metrics
 from shared.errors import InvalidRequest, NotFound, Unavailable, UnsupportedMediaType
 from shared.events.models import parse_event
 from shared.i18n import negotiate
@@ -16,8 +18,8 @@ from shared.models import Actor, Draft
 from shared.service import fingerprint
 
 from .auth import require_service, require_user
-from .keys import KAFKA, RENDERER, RUNTIME
-from .respond import json_response, parse_body, query_bool, query_int, query_str
+from .keys import KAFKA, RENDERER, RUNTIME, SETTINGS
+from .respond import json_response, only_query, parse_body, query_bool, query_int, query_str
 from .schemas import IdsIn, PreferencesIn, PublishIn, TopicName, UserId
 
 
@@ -58,6 +60,7 @@ def _lang(request: web.Request) -> str:
 async def list_mine(request: web.Request) -> web.Response:
     """GET /v1/me/notifications: the caller's inbox, newest first."""
     user = require_user(request)
+    only_query(request, "limit", "cursor", "unread_only")
     page = await request.app[RUNTIME].service.page(
         user.id,
         cursor=query_str(request, "cursor"),
@@ -169,6 +172,7 @@ async def subscribers(request: web.Request) -> web.Response:
     """GET /v1/topics/{topic}/subscribers: one page, in user order."""
     require_service(request)
     topic = _path(request, "topic", _TOPIC)
+    only_query(request, "limit", "cursor")
     limit = query_int(request, "limit")
     users, cursor = await request.app[RUNTIME].service.subscribers(
         topic, cursor=query_str(request, "cursor"), limit=100 if limit is None else limit)
@@ -187,3 +191,10 @@ async def put_preferences(request: web.Request) -> web.Response:
     body = await parse_body(request, PreferencesIn)
     types = await request.app[RUNTIME].service.set_disabled_types(user.id, body.disabled_types)
     return json_response({"disabled_types": types})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text of the API and of every live worker (label ``process``)."""
+    body = await shared_metrics.combined(request.app[RUNTIME].redis, prefix=request.app[SETTINGS].channel_prefix,
+                                         process="api")
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,11 +1,11 @@
 """An ingest worker: create_app(settings, worker_id=…) builds it, for the server and the tests."""
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from shared import metrics
 from shared import web as shared_web
 from shared.events.handler import EventHandler
 from shared.kafka import open_producer
@@ -31,12 +31,14 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
                                      dlq=dlq, worker_id=worker_id)
             app[CONSUMER] = consumer
             await consumer.start()
-            task = asyncio.create_task(consumer.run(), name="ingest-consumer")
-            task.add_done_callback(shared_web.stop_process_on_failure)
-            yield
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await consumer.stop()
+            try:
+                async with shared_web.essential_tasks(
+                    ingest_consumer=consumer.run(),
+                    metrics_share=metrics.share(runtime.redis, prefix=settings.channel_prefix, process=worker_id),
+                ):
+                    yield
+            finally:
+                await consumer.stop()
 
     app.cleanup_ctx.append(runtime_ctx)
     app.router.add_get("/healthz", shared_web.healthz)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 import orjson
 from bson import ObjectId
 
+from . import metrics
 from .bus import Deleted, EventBus, ReadChanged
 from .errors import Conflict, InvalidRequest, NotFound
 from .ids import decode_cursor, encode_cursor, new_id
@@ -112,6 +113,7 @@ class NotificationService:
             # A repeat stores nothing twice: the unique (source, recipient) index skips what a
             # first attempt stored, so only what it never stored (if it died midway) is new.
             new = await self.store.insert(notifications)
+            metrics.NOTIFICATIONS_STORED.inc(len(new))
             if new:
                 await self.bus.deliver(new)
                 await self.store.trim([n.recipient for n in new])

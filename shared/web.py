@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -42,6 +45,24 @@ def run(app: web.Application, *, host: str, port: int) -> None:
         handle_signals=True,
         shutdown_timeout=5,
     )
+
+
+@contextlib.asynccontextmanager
+async def essential_tasks(**coroutines: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run a process's essential background tasks (by name) while the block runs.
+
+    One that dies stops the process (see stop_process_on_failure); leaving the block, even by
+    an error, cancels them all and waits for them.
+    """
+    tasks = [asyncio.create_task(coro, name=name) for name, coro in coroutines.items()]
+    for task in tasks:
+        task.add_done_callback(stop_process_on_failure)
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def stop_process_on_failure(task: asyncio.Task) -> None:

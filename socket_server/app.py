@@ -9,6 +9,7 @@ import socketio
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from shared import metrics
 from shared import web as shared_web
 from shared.i18n import Renderer
 from shared.runtime import Runtime, open_runtime
@@ -90,18 +91,16 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
                 hub=hub, service=runtime.service, verifier=TokenVerifier(settings=settings),
                 renderer=renderer, presence=presence, default_lang=renderer.default_lang,
             ))
-            tasks = [asyncio.create_task(_listen(runtime, hub, app[BUS_READY]), name="bus-listener"),
-                     asyncio.create_task(_refresh_presence(presence, hub), name="presence-refresh")]
-            for task in tasks:
-                task.add_done_callback(shared_web.stop_process_on_failure)
             try:
-                # Serve only once live events can reach us.
-                await asyncio.wait_for(app[BUS_READY].wait(), 10)
-                yield
+                async with shared_web.essential_tasks(
+                    bus_listener=_listen(runtime, hub, app[BUS_READY]),
+                    presence_refresh=_refresh_presence(presence, hub),
+                    metrics_share=metrics.share(runtime.redis, prefix=settings.channel_prefix, process=worker_id),
+                ):
+                    # Serve only once live events can reach us.
+                    await asyncio.wait_for(app[BUS_READY].wait(), 10)
+                    yield
             finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
                 await sio.shutdown()
 
     app.cleanup_ctx.append(runtime_ctx)

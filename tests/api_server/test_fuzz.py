@@ -2,7 +2,7 @@
 and invalid requests, never a 5xx, and every answer must match what the document promises."""
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, assume, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -38,4 +38,7 @@ def credentials(case, hub) -> dict[str, str]:
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_document(case, hub):
+    # A query parameter without a name never leaves the HTTP client (it sends "?cursor=" for
+    # {"cursor": "", "": "null"}), so the API cannot see what made such a case invalid.
+    assume("" not in (case.query or {}))
     case.call_and_validate(base_url=hub.url, headers=credentials(case, hub), checks=CHECKS, timeout=30)

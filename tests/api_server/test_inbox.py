@@ -63,7 +63,7 @@ async def test_delete_is_404_for_anyone_but_the_owner(hub):
 
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=x", "cursor=garbage", "cursor=%7B%24gt%3A1%7D",
-                                   "unread_only=maybe"])
+                                   "unread_only=maybe", "offset=20", "cursor=&=null"])
 async def test_bad_queries_are_400(hub, query):
     status, body = await hub.request("GET", f"/v1/me/notifications?{query}", token=hub.token(hub.new_user()))
     assert status == 400 and body["error"]["code"] == "invalid_request"

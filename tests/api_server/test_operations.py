@@ -1,12 +1,14 @@
 """Operations: health, readiness naming what is down, metrics, the OpenAPI document."""
 import dataclasses
 import re
+import uuid
 
 import pytest
-
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from api_server.app import create_app
+from shared import metrics
 
 
 async def test_healthz_and_readyz(hub):
@@ -34,11 +36,44 @@ async def test_readyz_names_what_is_down(settings):
 
 
 async def test_metrics_are_prometheus_text(hub, stack, http):
-    status, text = await hub.request("GET", "/metrics")
-    assert status == 200 and b"notihub_http_requests_total" in text
     for url in stack.worker_urls.values():
         async with http.get(url + "/metrics") as resp:
             assert resp.status == 200 and "notihub_sockets_connected" in await resp.text()
+
+
+async def test_public_metrics_cover_the_api_and_every_worker(hub, stack):
+    stored = _sample_sum(await _public_metrics(hub), "notihub_notifications_stored_total", process="api")
+    assert (await hub.publish([hub.new_user(), hub.new_user()]))[0] == 201
+    text = await _public_metrics(hub)
+    assert _sample_sum(text, "notihub_notifications_stored_total", process="api") == stored + 2
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    # One family per name (no repeated TYPE line), samples labelled with their process.
+    assert text.count("# TYPE notihub_sockets_connected ") == 1
+    processes = {s.labels["process"] for s in families["notihub_sockets_connected"].samples}
+    assert processes == {"api", *stack.worker_urls, *stack.ingest_urls}
+
+
+async def test_combined_metrics_merge_snapshots_and_skip_unreadable_ones(runtime):
+    prefix = f"mtest-{uuid.uuid4().hex[:6]}"
+    worker_text = (b"# HELP notihub_sockets_connected Sockets\n# TYPE notihub_sockets_connected gauge\n"
+                   b"notihub_sockets_connected 7.0\n")
+    await runtime.redis.set(f"{prefix}:metrics:w7", worker_text, ex=60)
+    await runtime.redis.set(f"{prefix}:metrics:w8", b"this is { not prometheus", ex=60)
+    text = (await metrics.combined(runtime.redis, prefix=prefix, process="api")).decode()
+    samples = {s.labels["process"]: s.value for f in text_string_to_metric_families(text)
+               if f.name == "notihub_sockets_connected" for s in f.samples}
+    assert samples["w7"] == 7.0 and "api" in samples and "w8" not in samples
+
+
+async def _public_metrics(hub) -> str:
+    status, body = await hub.request("GET", "/metrics")
+    assert status == 200
+    return body.decode()
+
+
+def _sample_sum(text: str, name: str, **labels: str) -> float:
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == name and labels.items() <= s.labels.items())
 
 
 async def test_openapi_describes_every_route(hub):
