@@ -7,6 +7,9 @@ import logging
 import os
 from collections.abc import Mapping
 
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
 logger = logging.getLogger(__name__)
 
 # Local defaults: good for `make run`, never for production (a warning says so).
@@ -16,6 +19,19 @@ LOCAL_SERVICE_KEY = "notihub-local-service-key"
 
 class SettingsError(ValueError):
     """A NOTIHUB_* variable has a value that cannot be used."""
+
+
+def _key_algorithm(pem: str) -> str:
+    """RS256 or ES256, from the kind of a PEM public key."""
+    try:
+        key = load_pem_public_key(pem.encode())
+    except ValueError:
+        raise SettingsError("NOTIHUB_JWT_PUBLIC_KEY must be a PEM public key, or the path of one") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "ES256"
+    raise SettingsError("NOTIHUB_JWT_PUBLIC_KEY must be an RSA or EC public key")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -84,9 +100,16 @@ class Settings:
             with open(public_key, encoding="utf-8") as fh:
                 public_key = fh.read()
         secret = env.get("NOTIHUB_JWT_SECRET") or (None if public_key else defaults.jwt_secret)
-        algorithm = env.get("NOTIHUB_JWT_ALGORITHM") or ("RS256" if public_key else "HS256")
-        if algorithm not in ("HS256", "RS256", "ES256"):
+        configured = env.get("NOTIHUB_JWT_ALGORITHM") or None
+        if configured not in (None, "HS256", "RS256", "ES256"):
             raise SettingsError("NOTIHUB_JWT_ALGORITHM must be HS256, RS256 or ES256")
+        if public_key and configured != "HS256":
+            # The key's own algorithm; HS256 tokens stay accepted when a secret is set as well.
+            algorithm = _key_algorithm(public_key)
+            if configured not in (None, algorithm):
+                raise SettingsError(f"NOTIHUB_JWT_PUBLIC_KEY is a key for {algorithm}, not {configured}")
+        else:
+            algorithm = configured or "HS256"
         if algorithm == "HS256" and not secret:
             raise SettingsError("HS256 needs NOTIHUB_JWT_SECRET")
         if algorithm != "HS256" and not public_key:

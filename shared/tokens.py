@@ -26,11 +26,15 @@ class User:
 
 
 class TokenVerifier:
-    """Checks user JWTs with the one algorithm the configuration pins."""
+    """Checks user JWTs with the algorithms the configuration pins, each with its own key:
+    HS256 with NOTIHUB_JWT_SECRET, and RS256 or ES256 with NOTIHUB_JWT_PUBLIC_KEY."""
 
     def __init__(self, *, settings: Settings) -> None:
-        self._algorithm = settings.jwt_algorithm
-        self._key = settings.jwt_secret if self._algorithm == "HS256" else settings.jwt_public_key
+        self._keys: dict[str, str] = {}
+        if settings.jwt_secret:
+            self._keys["HS256"] = settings.jwt_secret
+        if settings.jwt_public_key and settings.jwt_algorithm != "HS256":
+            self._keys[settings.jwt_algorithm] = settings.jwt_public_key
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
 
@@ -43,11 +47,16 @@ class TokenVerifier:
         if not token.isascii():
             raise Unauthorized("invalid token: a JWT is ASCII")
         try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+            # Pinned: "none" and every other algorithm are refused, and each algorithm is checked
+            # with its own key only (never a public key as an HMAC secret).
+            key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
+            if key is None:
+                raise Unauthorized(f"invalid token: the algorithm must be one of {', '.join(self._keys)}")
             claims = jwt.decode(
                 token,
-                self._key,
-                # Pinned: "none" and every other algorithm are refused.
-                algorithms=[self._algorithm],
+                key,
+                algorithms=[algorithm],
                 audience=self._audience,
                 issuer=self._issuer,
                 options={"require": ["sub", "exp"], "verify_aud": self._audience is not None},

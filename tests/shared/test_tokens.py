@@ -1,10 +1,14 @@
-"""Token verification: the pinned algorithm, required claims, expiry, audience and issuer."""
+"""Token verification: the pinned algorithms, required claims, expiry, audience and issuer."""
+import base64
+import hashlib
+import hmac
 import time
 
 import jwt
+import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from shared.errors import TokenExpired, Unauthorized
 from shared.settings import Settings, SettingsError
@@ -80,6 +84,47 @@ def test_rs256_pinned_refuses_hs256_signed_with_the_public_key():
     assert v.verify(good).id == "u1"
     with pytest.raises(Unauthorized):
         v.verify(jwt.encode({"sub": "u1", "exp": time.time() + 60}, "x" * 32, algorithm="HS256"))
+
+
+def _hs256_signed_with(key: bytes, claims: dict) -> str:
+    # By hand: PyJWT itself refuses a PEM key as an HMAC secret, as an attacker would not.
+    def b64(raw: bytes) -> bytes:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=")
+    signing_input = b64(orjson.dumps({"alg": "HS256", "typ": "JWT"})) + b"." + b64(orjson.dumps(claims))
+    return (signing_input + b"." + b64(hmac.new(key, signing_input, hashlib.sha256).digest())).decode()
+
+
+def _pem(private) -> str:
+    return private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def test_an_ec_key_means_es256():
+    private = ec.generate_private_key(ec.SECP256R1())
+    settings = Settings.from_env({"NOTIHUB_JWT_PUBLIC_KEY": _pem(private)})
+    assert settings.jwt_algorithm == "ES256"
+    v = TokenVerifier(settings=settings)
+    assert v.verify(jwt.encode({"sub": "u1", "exp": time.time() + 60}, private, algorithm="ES256")).id == "u1"
+    with pytest.raises(SettingsError):
+        Settings.from_env({"NOTIHUB_JWT_PUBLIC_KEY": _pem(private), "NOTIHUB_JWT_ALGORITHM": "RS256"})
+    with pytest.raises(SettingsError):
+        Settings.from_env({"NOTIHUB_JWT_PUBLIC_KEY": "not a key"})
+
+
+def test_a_secret_and_a_public_key_accept_both_each_with_its_own_key():
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = _pem(private)
+    v = TokenVerifier(settings=Settings.from_env({"NOTIHUB_JWT_SECRET": SECRET, "NOTIHUB_JWT_PUBLIC_KEY": public_pem}))
+    claims = {"sub": "u1", "exp": time.time() + 60}
+    assert v.verify(jwt.encode(claims, private, algorithm="RS256")).id == "u1"
+    assert v.verify(hs(claims)).id == "u1"
+    # HS256 is checked with the secret only, never with the public key as its secret.
+    with pytest.raises(Unauthorized):
+        v.verify(_hs256_signed_with(public_pem.encode(), claims))
+    for alg in ("ES256", "HS512", "none"):
+        with pytest.raises(Unauthorized):
+            v.verify(jwt.encode(claims, None if alg == "none" else "k" * 64 if alg == "HS512" else
+                                ec.generate_private_key(ec.SECP256R1()), algorithm=alg))
 
 
 def test_settings_reject_unusable_values():
