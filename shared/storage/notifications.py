@@ -10,11 +10,15 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, OperationFailure
 
-from ..models import Notification
+from ..models import Notification, utcnow
 
 _DUPLICATE_KEY = 11000
 _INDEX_OPTIONS_CONFLICT = 85
 _INSERT_BATCH = 1000
+# A deleted notification that came from a request or an event is remembered this long (as long
+# as an idempotency key is kept), so that a repeat of the one or a redelivery of the other does
+# not bring it back.
+TOMBSTONE_SECONDS = 24 * 3600
 
 
 class NotificationStore:
@@ -23,6 +27,7 @@ class NotificationStore:
     def __init__(self, *, db: AsyncDatabase, retention: dt.timedelta, max_per_user: int) -> None:
         self._db = db
         self._coll = db["notifications"]
+        self._tombstones = db["notification_tombstones"]
         self._retention = retention
         self.max_per_user = max_per_user
 
@@ -46,6 +51,7 @@ class NotificationStore:
                 ),
             ]
         )
+        await self._tombstones.create_index([("at", ASCENDING)], name="expiry", expireAfterSeconds=TOMBSTONE_SECONDS)
         await self._ensure_retention()
 
     async def _ensure_retention(self) -> None:
@@ -70,7 +76,9 @@ class NotificationStore:
         """Store notifications in batches; return those that were new (repeats are skipped)."""
         inserted: list[Notification] = []
         for start in range(0, len(notifications), _INSERT_BATCH):
-            batch = notifications[start : start + _INSERT_BATCH]
+            batch = await self._not_deleted(notifications[start : start + _INSERT_BATCH])
+            if not batch:
+                continue
             try:
                 await self._coll.insert_many([n.to_document() for n in batch], ordered=False)
                 inserted.extend(batch)
@@ -81,6 +89,16 @@ class NotificationStore:
                 duplicates = {e["index"] for e in errors}
                 inserted.extend(n for i, n in enumerate(batch) if i not in duplicates)
         return inserted
+
+    async def _not_deleted(self, batch: Sequence[Notification]) -> Sequence[Notification]:
+        # One indexed read per batch, and only for notifications of a request or an event.
+        keys = [_tombstone(n.source, n.recipient) for n in batch if n.source is not None]
+        if not keys:
+            return batch
+        deleted = {doc["_id"] async for doc in self._tombstones.find({"_id": {"$in": keys}}, {"_id": 1})}
+        if not deleted:
+            return batch
+        return [n for n in batch if n.source is None or _tombstone(n.source, n.recipient) not in deleted]
 
     async def by_source(self, source: str) -> list[tuple[ObjectId, str]]:
         """Ids and recipients stored for one idempotency source."""
@@ -158,5 +176,19 @@ class NotificationStore:
 
     async def delete(self, recipient: str, id_: ObjectId) -> bool:
         """Delete one of a recipient's notifications; False when there is no such one."""
+        doc = await self._coll.find_one({"recipient": recipient, "_id": id_}, {"source": 1})
+        if doc is None:
+            return False
+        if doc.get("source") is not None:
+            # First the tombstone, then the deletion: never a moment when a redelivery could
+            # store it again.
+            await self._tombstones.update_one(
+                {"_id": _tombstone(doc["source"], recipient)}, {"$setOnInsert": {"at": utcnow()}}, upsert=True
+            )
         result = await self._coll.delete_one({"recipient": recipient, "_id": id_})
         return result.deleted_count == 1
+
+
+def _tombstone(source: str, recipient: str) -> str:
+    # User ids hold no space, so the pair reads back unambiguously.
+    return f"{recipient} {source}"

@@ -92,6 +92,19 @@ async def test_a_redelivered_event_notifies_nobody_twice(hub, events, inserts, r
     assert await runtime.db["notifications"].count_documents({"recipient": author}) == 1
 
 
+async def test_a_notification_deleted_before_its_event_comes_again_stays_deleted(hub, events, inserts, runtime):
+    author, fence_user = hub.new_user(), hub.new_user("fence")
+    event = make_event("post.liked", post={**POST, "author_id": author})
+    async with inserts([author, fence_user]) as seen:
+        await events.send(event)
+        doc = await seen.until(lambda d: d["recipient"] == author)
+        status, _ = await hub.request("DELETE", f"/v1/me/notifications/{doc['_id']}", token=hub.token(author))
+        assert status == 204
+        again = await events.send(event)  # redelivered, e.g. after a consumer died before committing
+        await fence(events, seen, again, fence_user)
+    assert await runtime.db["notifications"].count_documents({"recipient": author}) == 0
+
+
 async def test_a_disabled_type_is_skipped_for_events_too(hub, events, inserts, runtime):
     author, fence_user = hub.new_user(), hub.new_user("fence")
     await hub.request("PUT", "/v1/me/preferences", token=hub.token(author), json={"disabled_types": ["post.liked"]})
