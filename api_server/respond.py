@@ -1,6 +1,8 @@
 """Parsing JSON requests and shaping JSON answers."""
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -11,6 +13,7 @@ from shared.errors import InvalidJSON, InvalidRequest, UnsupportedMediaType
 from shared.validation import describe
 
 M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _dumps(value: Any) -> str:
@@ -39,23 +42,24 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         raise InvalidRequest(describe(exc, root="body")) from None
 
 
-def only_query(request: web.Request, *names: str) -> None:
-    """Refuse query parameters other than ``names``: a misspelt one must not pass unnoticed."""
-    unknown = sorted(set(request.query) - set(names))
-    if unknown:
-        raise InvalidRequest(f"unknown query parameter {unknown[0]!r}; expected {', '.join(names)}")
+def only_query(handler: Handler, *names: str) -> Handler:
+    """Wrap a view so that query parameters other than ``names`` are a 400."""
 
+    @functools.wraps(handler)
+    async def checked(request: web.Request) -> web.StreamResponse:
+        unknown = sorted(set(request.query) - set(names))
+        if unknown:
+            raise InvalidRequest(f"unknown query parameter {unknown[0]!r}; expected {', '.join(names)}")
+        return await handler(request)
 
-def query_str(request: web.Request, name: str) -> str | None:
-    """An optional query parameter; given empty (``?cursor=``) it is not given."""
-    return request.query.get(name) or None
+    return checked
 
 
 def query_int(request: web.Request, name: str) -> int | None:
     """An optional whole-number query parameter."""
-    raw = query_str(request, name)
-    if raw is None:
-        return None
+    raw = request.query.get(name)
+    if not raw:
+        return None  # absent, or given empty ("?limit=")
     try:
         return int(raw)
     except ValueError:
@@ -64,7 +68,7 @@ def query_int(request: web.Request, name: str) -> int | None:
 
 def query_bool(request: web.Request, name: str) -> bool:
     """An optional true/false query parameter."""
-    raw = (query_str(request, name) or "false").lower()
+    raw = request.query.get(name, "false").lower()
     if raw in ("true", "1", "yes"):
         return True
     if raw in ("false", "0", "no", ""):

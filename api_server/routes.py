@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -11,11 +10,10 @@ from pydantic import BaseModel
 from shared import web as shared_web
 
 from . import openapi, views
+from .respond import Handler, only_query
 from .static_files import setup_static
 from .schemas import (EventAccepted, EventIn, HealthOut, IdsIn, PageOut, PreferencesIn, PreferencesOut, PublishIn,
                       PublishOut, SubscribersOut, UnreadCountOut)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +76,11 @@ def setup_routes(app: web.Application) -> None:
     for endpoint in ENDPOINTS:
         # Any one path segment reaches the view, whose validation answers 400 for a bad one.
         path = re.sub(r"{(\w+)}", r"{\1:[^/]+}", endpoint.path)
-        app.router.add_route(endpoint.method, path, endpoint.handler)
+        handler = endpoint.handler
+        if endpoint.query:
+            # The document's parameters and no others: a misspelt one must not pass unnoticed.
+            handler = only_query(handler, *(param.name for param in endpoint.query))
+        app.router.add_route(endpoint.method, path, handler)
     document = openapi.build(ENDPOINTS)
     app.router.add_get("/openapi.json", openapi.serve(document))
     app.router.add_get("/metrics", views.metrics)

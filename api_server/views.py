@@ -19,7 +19,7 @@ from shared.service import fingerprint
 
 from .auth import require_service, require_user
 from .keys import KAFKA, RENDERER, RUNTIME, SETTINGS
-from .respond import json_response, only_query, parse_body, query_bool, query_int, query_str
+from .respond import json_response, parse_body, query_bool, query_int
 from .schemas import IdsIn, PreferencesIn, PublishIn, TopicName, UserId
 
 
@@ -60,10 +60,9 @@ def _lang(request: web.Request) -> str:
 async def list_mine(request: web.Request) -> web.Response:
     """GET /v1/me/notifications: the caller's inbox, newest first."""
     user = require_user(request)
-    only_query(request, "limit", "cursor", "unread_only")
     page = await request.app[RUNTIME].service.page(
         user.id,
-        cursor=query_str(request, "cursor"),
+        cursor=request.query.get("cursor"),
         limit=query_int(request, "limit"),
         unread_only=query_bool(request, "unread_only"),
     )
@@ -172,10 +171,9 @@ async def subscribers(request: web.Request) -> web.Response:
     """GET /v1/topics/{topic}/subscribers: one page, in user order."""
     require_service(request)
     topic = _path(request, "topic", _TOPIC)
-    only_query(request, "limit", "cursor")
     limit = query_int(request, "limit")
     users, cursor = await request.app[RUNTIME].service.subscribers(
-        topic, cursor=query_str(request, "cursor"), limit=100 if limit is None else limit)
+        topic, cursor=request.query.get("cursor"), limit=100 if limit is None else limit)
     return json_response({"subscribers": users, "next_cursor": cursor})
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import prometheus_client
 import redis.asyncio as aioredis
@@ -39,25 +40,41 @@ DELIVERY_SECONDS = Histogram(
 SNAPSHOT_SECONDS = 5
 
 
-def _key(prefix: str, process: str = "*") -> str:
+def _key(prefix: str, process: str) -> str:
     return f"{prefix}:metrics:{process}"
+
+
+def _index(prefix: str) -> str:
+    # Which processes have a snapshot, scored by when it expires: reading needs no SCAN of the
+    # whole keyspace (which holds a presence key per online user).
+    return f"{prefix}:metrics"
+
+
+async def put_snapshot(redis: aioredis.Redis, *, prefix: str, process: str, text: bytes, ttl: int) -> None:
+    """Store a process's metrics (Prometheus text) for ``ttl`` seconds, in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.set(_key(prefix, process), text, ex=ttl)
+        pipe.zadd(_index(prefix), {process: time.time() + ttl})
+        await pipe.execute()
 
 
 async def share(redis: aioredis.Redis, *, prefix: str, process: str, every: float = SNAPSHOT_SECONDS) -> None:
     """Put this process's metrics in Redis every ``every`` seconds, until cancelled."""
-    key = _key(prefix, process)
     try:
         while True:
             try:
-                await redis.set(key, generate_latest(), ex=int(every * 3))
+                await put_snapshot(redis, prefix=prefix, process=process, text=generate_latest(), ttl=int(every * 3))
             except (RedisError, OSError) as exc:
                 logger.warning("could not share metrics: %s", exc)
             await asyncio.sleep(every)
     finally:
         try:
-            await asyncio.shield(redis.delete(key))
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(_index(prefix), process)
+                pipe.delete(_key(prefix, process))
+                await asyncio.shield(pipe.execute())
         except (RedisError, OSError, asyncio.CancelledError):
-            pass  # it expires by itself
+            pass  # both expire by themselves
 
 
 class _Families:
@@ -74,15 +91,19 @@ async def combined(redis: aioredis.Redis, *, prefix: str, process: str) -> bytes
     """This process's metrics and every live worker's, one family per metric name."""
     sources: list[tuple[str, list[Metric]]] = [(process, list(prometheus_client.REGISTRY.collect()))]
     try:
-        keys = sorted([key async for key in redis.scan_iter(match=_key(prefix), count=100)])
-        texts = await redis.mget(keys) if keys else []
+        now = time.time()
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(_index(prefix), "-inf", now)  # processes gone without a word
+            pipe.zrangebyscore(_index(prefix), now, "+inf")
+            _, live = await pipe.execute()
+        names = sorted(n.decode() for n in live)
+        texts = await redis.mget([_key(prefix, name) for name in names]) if names else []
     except (RedisError, OSError) as exc:
         logger.warning("could not read the workers' metrics: %s", exc)
-        keys, texts = [], []
-    for key, text in zip(keys, texts):
+        names, texts = [], []
+    for name, text in zip(names, texts):
         if text is None:
-            continue  # expired between the scan and the read
-        name = (key.decode() if isinstance(key, bytes) else key).rsplit(":", 1)[-1]
+            continue  # expired between the two reads
         try:
             sources.append((name, list(text_string_to_metric_families(text.decode()))))
         except ValueError as exc:

@@ -132,7 +132,8 @@ class NotificationService:
         limit = self.default_page if limit is None else limit
         if not 1 <= limit <= self.max_page:
             raise InvalidRequest(f"limit must be between 1 and {self.max_page}")
-        before = decode_cursor(cursor) if cursor is not None else None
+        # No cursor, or an empty one (as forms and query strings send it): the first page.
+        before = decode_cursor(cursor) if cursor else None
         items = await self.store.page(user, before=before, limit=limit + 1, unread_only=unread_only)
         more = len(items) > limit
         items = items[:limit]

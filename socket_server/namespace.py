@@ -172,8 +172,6 @@ class NotificationsNamespace(socketio.AsyncNamespace):
         if not isinstance(data, dict):
             raise InvalidRequest("send {cursor?, limit?, unread_only?}")
         cursor, limit, unread_only = data.get("cursor"), data.get("limit"), data.get("unread_only", False)
-        if cursor == "":
-            cursor = None  # like a null one: the first page
         if cursor is not None and not isinstance(cursor, str):
             raise InvalidRequest("cursor must be a string")
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):

@@ -57,8 +57,8 @@ async def test_combined_metrics_merge_snapshots_and_skip_unreadable_ones(runtime
     prefix = f"mtest-{uuid.uuid4().hex[:6]}"
     worker_text = (b"# HELP notihub_sockets_connected Sockets\n# TYPE notihub_sockets_connected gauge\n"
                    b"notihub_sockets_connected 7.0\n")
-    await runtime.redis.set(f"{prefix}:metrics:w7", worker_text, ex=60)
-    await runtime.redis.set(f"{prefix}:metrics:w8", b"this is { not prometheus", ex=60)
+    await metrics.put_snapshot(runtime.redis, prefix=prefix, process="w7", text=worker_text, ttl=60)
+    await metrics.put_snapshot(runtime.redis, prefix=prefix, process="w8", text=b"this is { not prometheus", ttl=60)
     text = (await metrics.combined(runtime.redis, prefix=prefix, process="api")).decode()
     samples = {s.labels["process"]: s.value for f in text_string_to_metric_families(text)
                if f.name == "notihub_sockets_connected" for s in f.samples}

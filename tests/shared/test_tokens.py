@@ -75,9 +75,7 @@ def test_audience_and_issuer_are_checked_when_set():
 
 def test_rs256_pinned_refuses_hs256_signed_with_the_public_key():
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public_pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    settings = Settings.from_env({"NOTIHUB_JWT_PUBLIC_KEY": public_pem})
+    settings = Settings.from_env({"NOTIHUB_JWT_PUBLIC_KEY": _pem(private)})
     assert settings.jwt_algorithm == "RS256"
     v = TokenVerifier(settings=settings)
     good = jwt.encode({"sub": "u1", "exp": time.time() + 60}, private, algorithm="RS256")
