@@ -9,8 +9,10 @@ from aiohttp import web
 from shared.i18n import Renderer
 from shared.kafka import ProducerLink
 from shared.runtime import open_runtime
+from shared.service import sweep_expired
 from shared.settings import Settings
 from shared.tokens import TokenVerifier
+from shared.web import essential_tasks
 
 from .keys import KAFKA, RENDERER, RUNTIME, SETTINGS, VERIFIER
 from .middleware import errors
@@ -27,7 +29,9 @@ def create_app(settings: Settings) -> web.Application:
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         async with open_runtime(settings, app_name="notihub-api") as runtime:
             app[RUNTIME] = runtime
-            yield
+            async with essential_tasks(retention_sweep=sweep_expired(runtime.service,
+                                                                     every=settings.retention_sweep_seconds)):
+                yield
 
     async def kafka_ctx(app: web.Application) -> AsyncIterator[None]:
         link = app[KAFKA] = ProducerLink(settings=settings, client_id="notihub-api")

@@ -156,7 +156,12 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def new_cluster_id() -> str:
     """A random cluster id as `kafka-storage random-uuid` makes it (22 characters, base64url)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    while True:
+        # Like Kafka's own Uuid.randomUuid(): never one that starts with "-", which the
+        # command line would read as an option.
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def render_server_properties(*, port: int, controller_port: int, log_dirs: str | os.PathLike[str]) -> str:

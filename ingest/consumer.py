@@ -24,6 +24,7 @@ from shared.events.handler import EventHandler
 from shared.events.models import InvalidEvent, parse_event
 from shared.kafka import CONSUMER_GROUP, DLQ_TOPIC, EVENTS_TOPIC
 from shared.settings import Settings
+from shared.storage.mongo import transient
 
 from . import metrics
 
@@ -133,7 +134,20 @@ class EventConsumer:
             except InvalidEvent as exc:
                 await self._dead_letter(record, exc.message)
                 return
-            except (PyMongoError, RedisError, OSError) as exc:
+            except PyMongoError as exc:
+                if not transient(exc):
+                    # The same record meets the same error every time: a defect, below.
+                    failures += 1
+                    if await self._gave_up(record, exc, failures):
+                        return
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                metrics.EVENTS.labels("unknown", "retried").inc()
+                logger.warning("handling %s@%d failed (%s); retrying in %.1fs", record.topic, record.offset, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            except (RedisError, OSError) as exc:
                 # Not the event's fault: keep it and try again, without committing past it.
                 metrics.EVENTS.labels("unknown", "retried").inc()
                 logger.warning("handling %s@%d failed (%s); retrying in %.1fs", record.topic, record.offset, exc, backoff)
@@ -143,14 +157,20 @@ class EventConsumer:
                 # A defect met by this record: retry a little in case it passes, then park the
                 # record instead of stopping the partition (or the worker) behind it for good.
                 failures += 1
-                logger.exception("handling %s/%d/%d failed (attempt %d of %d)", record.topic, record.partition,
-                                 record.offset, failures, UNEXPECTED_ATTEMPTS)
-                if failures >= UNEXPECTED_ATTEMPTS:
-                    metrics.EVENTS.labels("unknown", "failed").inc()
-                    await self._dead_letter(record, f"could not be handled: {type(exc).__name__}: {exc}"[:500])
+                if await self._gave_up(record, exc, failures):
                     return
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    async def _gave_up(self, record: ConsumerRecord, exc: Exception, failures: int) -> bool:
+        """Log a defect met by a record; after UNEXPECTED_ATTEMPTS, dead-letter the record."""
+        logger.error("handling %s/%d/%d failed (attempt %d of %d)", record.topic, record.partition,
+                     record.offset, failures, UNEXPECTED_ATTEMPTS, exc_info=exc)
+        if failures < UNEXPECTED_ATTEMPTS:
+            return False
+        metrics.EVENTS.labels("unknown", "failed").inc()
+        await self._dead_letter(record, f"could not be handled: {type(exc).__name__}: {exc}"[:500])
+        return True
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
         """Park a record that can never be handled, with the reason, and go on."""

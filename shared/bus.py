@@ -2,33 +2,61 @@
 
 Serialisation is kept apart from the Redis calls (encode/decode below), so the same
 messages can be tested without a server and carried by another broker later.
+
+The bus is a fast path only: what it loses, workers find again from MongoDB (every message
+carries positions, see storage/notifications.py). A subscription that hears nothing, not even
+the heartbeat every listener publishes, for ``deaf_after`` seconds is treated as lost: the
+listener subscribes again and yields a Gap.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from bson import ObjectId
 from redis.exceptions import RedisError
 
-from .models import Notification
+from .models import Actor, Notification, Stored, iso
 
 logger = logging.getLogger(__name__)
 
-# Messages hold at most this many notifications, so one huge fan-out never becomes one
-# multi-megabyte message that stalls every worker's listener.
-CHUNK = 500
+# A message stays below this many bytes (split by size, not by count), far below Redis's
+# pub/sub output-buffer limits, so one huge fan-out never stalls or drops a subscriber.
+MAX_MESSAGE_BYTES = 256 * 1024
+# What one recipient adds to a message besides the content: [content, recipient, id, seq, unread, ver].
+_ITEM_BYTES = 120
+_PING = orjson.dumps({"kind": "ping"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Item:
+    """One notification of one recipient: its content is ``Delivered.contents[content]``."""
+
+    content: int
+    recipient: str
+    id: ObjectId
+    seq: int
+    unread: int
+    ver: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Delivered:
-    """New notifications to push to their recipients' sockets."""
+    """New notifications: each content once, with the recipients that got it."""
 
-    notifications: list[Notification]
+    contents: list[Notification]
+    items: list[Item]
+
+    def notifications(self) -> list[Notification]:
+        """Each item as a full notification of its recipient."""
+        return [dataclasses.replace(self.contents[i.content], id=i.id, recipient=i.recipient) for i in self.items]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -39,6 +67,7 @@ class ReadChanged:
     ids: list[str]
     all: bool
     unread_count: int
+    ver: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -48,6 +77,7 @@ class Deleted:
     user: str
     ids: list[str]
     unread_count: int
+    ver: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,10 +88,68 @@ class Gap:
 Event = Delivered | ReadChanged | Deleted
 
 
+def _content_key(n: Notification) -> tuple[Any, ...]:
+    # The notifications of one request share their texts and data objects: identity finds them.
+    return (n.type, n.created_at, n.url, id(n.actor), id(n.title), id(n.body), id(n.params), id(n.data))
+
+
+def _content_wire(n: Notification) -> dict[str, Any]:
+    return {"type": n.type, "actor": n.actor.to_dict() if n.actor else None, "title": n.title, "body": n.body,
+            "url": n.url, "params": n.params, "data": n.data, "created_at": iso(n.created_at)}
+
+
+def _content_from_wire(wire: dict[str, Any]) -> Notification:
+    actor = wire.get("actor")
+    return Notification(
+        id=ObjectId(b"\0" * 12), type=wire["type"], recipient="",
+        actor=Actor(id=actor["id"], name=actor.get("name")) if actor else None,
+        created_at=dt.datetime.fromisoformat(wire["created_at"].replace("Z", "+00:00")),
+        title=wire.get("title"), body=wire.get("body"), url=wire.get("url"),
+        params=wire.get("params") or {}, data=wire.get("data") or {},
+    )
+
+
+def delivered_messages(stored: Sequence[Stored]) -> list[bytes]:
+    """New notifications as bus messages of at most MAX_MESSAGE_BYTES (unless one content alone is larger)."""
+    messages: list[bytes] = []
+    contents: list[bytes] = []
+    index: dict[tuple[Any, ...], int] = {}
+    items: list[list[Any]] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal contents, index, items, size
+        if items:
+            messages.append(b'{"kind":"delivered","contents":[' + b",".join(contents) + b'],"items":'
+                            + orjson.dumps(items) + b"}")
+        contents, index, items, size = [], {}, [], 0
+
+    encoded: dict[tuple[Any, ...], bytes] = {}
+    for s in stored:
+        n = s.notification
+        key = _content_key(n)
+        body = encoded.get(key)
+        if body is None:
+            body = encoded[key] = orjson.dumps(_content_wire(n))
+        item = _ITEM_BYTES + len(n.recipient)
+        if items and size + item + (0 if key in index else len(body)) > MAX_MESSAGE_BYTES:
+            flush()
+        need = item + (0 if key in index else len(body))
+        if key not in index:
+            index[key] = len(contents)
+            contents.append(body)
+        items.append([index[key], n.recipient, str(n.id), s.seq, s.unread, s.ver])
+        size += need
+    flush()
+    return messages
+
+
 def encode(event: Event) -> bytes:
-    """One event as a JSON message."""
+    """One event as a JSON message (a Delivered one must fit in one message)."""
     if isinstance(event, Delivered):
-        body: dict[str, Any] = {"kind": "delivered", "items": [n.to_wire() for n in event.notifications]}
+        body: dict[str, Any] = {"kind": "delivered", "contents": [_content_wire(c) for c in event.contents],
+                                "items": [[i.content, i.recipient, str(i.id), i.seq, i.unread, i.ver]
+                                          for i in event.items]}
     elif isinstance(event, ReadChanged):
         body = {"kind": "read", **dataclasses.asdict(event)}
     else:
@@ -69,18 +157,25 @@ def encode(event: Event) -> bytes:
     return orjson.dumps(body)
 
 
-def decode(message: bytes | str) -> Event:
-    """Parse a message made by encode; raises ValueError on anything else."""
+def decode(message: bytes | str) -> Event | None:
+    """Parse a message made by encode (None for a heartbeat); raises ValueError on anything else."""
     try:
         body = orjson.loads(message)
         kind = body.pop("kind")
         if kind == "delivered":
-            return Delivered([Notification.from_wire(item) for item in body["items"]])
+            contents = [_content_from_wire(c) for c in body["contents"]]
+            items = [Item(content=c, recipient=r, id=ObjectId(i), seq=s, unread=u, ver=v)
+                     for c, r, i, s, u, v in body["items"]]
+            if any(not 0 <= i.content < len(contents) for i in items):
+                raise ValueError("an item names no content")
+            return Delivered(contents, items)
         if kind == "read":
             return ReadChanged(**body)
         if kind == "deleted":
             return Deleted(**body)
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        if kind == "ping":
+            return None
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
         raise ValueError(f"malformed bus message: {exc}") from exc
     raise ValueError(f"unknown bus message kind {kind!r}")
 
@@ -88,32 +183,42 @@ def decode(message: bytes | str) -> Event:
 class EventBus:
     """Publishes events on one channel; every socket worker listens to all of it."""
 
-    def __init__(self, *, redis: aioredis.Redis, channel: str) -> None:
+    def __init__(self, *, redis: aioredis.Redis, channel: str, heartbeat: float = 1.0, deaf_after: float = 3.0,
+                 timeout: float = 5.0) -> None:
         self._redis = redis
         self.channel = channel
+        self.heartbeat = heartbeat
+        self.deaf_after = deaf_after
+        self.timeout = timeout
+
+    async def _send(self, message: bytes) -> None:
+        async with asyncio.timeout(self.timeout):
+            await self._redis.publish(self.channel, message)
 
     async def publish(self, event: Event) -> None:
-        """Send one event to every listening worker."""
-        await self._redis.publish(self.channel, encode(event))
+        """Send one event to every listening worker (within the bus's deadline)."""
+        await self._send(encode(event))
 
-    async def deliver(self, notifications: Sequence[Notification]) -> int:
-        """Publish new notifications in chunks; return how many messages were sent."""
-        sent = 0
-        for start in range(0, len(notifications), CHUNK):
-            await self.publish(Delivered(list(notifications[start : start + CHUNK])))
-            sent += 1
-        return sent
+    async def deliver(self, stored: Sequence[Stored]) -> int:
+        """Publish committed notifications, in as few messages as fit; return how many were sent."""
+        messages = delivered_messages(stored)
+        for message in messages:
+            await self._send(message)
+        return len(messages)
 
     async def listen(
         self, *, ready: asyncio.Event | None = None, max_backoff: float = 5.0
     ) -> AsyncIterator[Event | Gap]:
-        """Yield events forever; reconnects with capped backoff and then yields a Gap."""
+        """Yield events forever; after a lost (or silent) subscription, subscribe again and yield a Gap."""
         backoff = 0.1
         lost = False
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pinger: asyncio.Task[None] | None = None
             try:
-                await pubsub.subscribe(self.channel)
+                async with asyncio.timeout(self.timeout):
+                    await pubsub.subscribe(self.channel)
+                pinger = asyncio.create_task(self._ping())
                 if ready is not None:
                     ready.set()
                 backoff = 0.1
@@ -122,20 +227,41 @@ class EventBus:
                     # listener catch its sockets up from MongoDB.
                     lost = False
                     yield Gap()
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
+                heard = time.monotonic()
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.heartbeat)
+                    now = time.monotonic()
+                    if message is None or message.get("type") != "message":
+                        if now - heard > self.deaf_after:
+                            raise TimeoutError(f"nothing heard on {self.channel} for {now - heard:.1f}s")
                         continue
+                    heard = now
                     try:
-                        yield decode(message["data"])
+                        event = decode(message["data"])
                     except ValueError:
                         logger.exception("dropping a malformed message on %s", self.channel)
-            except (RedisError, OSError) as exc:
+                        continue
+                    if event is not None:
+                        yield event
+            except (RedisError, OSError, TimeoutError) as exc:
                 lost = True
-                logger.warning("event bus connection lost (%s); retrying in %.1fs", exc, backoff)
+                logger.warning("event bus subscription lost (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, max_backoff)
             finally:
+                if pinger is not None:
+                    pinger.cancel()
                 try:
-                    await pubsub.aclose()
-                except RedisError:
+                    async with asyncio.timeout(1):
+                        await pubsub.aclose()
+                except (RedisError, OSError, TimeoutError):
                     pass
+
+    async def _ping(self) -> None:
+        # Heard by every listener, this one included: silence means a deaf subscription.
+        while True:
+            try:
+                await self._send(_PING)
+            except (RedisError, OSError, TimeoutError) as exc:
+                logger.debug("bus heartbeat not sent: %s", exc)
+            await asyncio.sleep(self.heartbeat)

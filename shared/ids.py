@@ -35,7 +35,10 @@ class IdClock:
 
     def next(self, at: dt.datetime) -> ObjectId:
         """A new id for something created at ``at`` (an aware datetime)."""
-        ms = int(at.timestamp() * 1000)
+        return self.at_ms(int(at.timestamp() * 1000))
+
+    def at_ms(self, ms: int) -> ObjectId:
+        """A new id of the millisecond ``ms`` since the epoch (or later, to stay increasing)."""
         with self._lock:
             if os.getpid() != self._pid:  # a forked child must not share its parent's ids
                 self._process, self._pid, self._last_ms, self._counter = os.urandom(4), os.getpid(), 0, 0
@@ -53,7 +56,21 @@ class IdClock:
         )
 
 
-new_id = IdClock().next
+_clock = IdClock()
+new_id = _clock.next
+
+
+def new_id_after(last: ObjectId | None, at: dt.datetime) -> ObjectId:
+    """A new id for something created at ``at`` that sorts after ``last``.
+
+    The notification store calls it inside the transaction that commits a recipient's
+    notifications, so that one recipient's ids increase in commit order (see
+    storage/notifications.py): a ``since`` never skips a notification committed later.
+    """
+    ms = int(at.timestamp() * 1000)
+    if last is not None:
+        ms = max(ms, int.from_bytes(last.binary[:4], "big") * 1000 + int.from_bytes(last.binary[4:6], "big") + 1)
+    return _clock.at_ms(ms)
 
 
 def first_id_at(at: dt.datetime) -> ObjectId:

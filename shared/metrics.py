@@ -26,6 +26,19 @@ HTTP_REQUESTS = Counter(
     "notihub_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
 )
 NOTIFICATIONS_STORED = Counter("notihub_notifications_stored_total", "Notifications written to MongoDB")
+COMMIT_BATCH = Histogram(
+    "notihub_commit_batch_notifications", "Notifications committed in one transaction (group commit)",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+BUS_PUBLISH_FAILURES = Counter(
+    "notihub_bus_publish_failures_total", "Committed batches whose bus announcement failed (found again from MongoDB)"
+)
+CATCH_UPS = Counter(
+    "notihub_catch_ups_total", "Sockets caught up from MongoDB, by reason", ["reason"]
+)
+DROPPED_SLOW = Counter(
+    "notihub_sockets_dropped_slow_total", "Sockets closed because their client stopped reading (they replay)"
+)
 BUS_MESSAGES = Counter("notihub_bus_messages_total", "Messages received from the event bus", ["kind"])
 SOCKETS = Gauge("notihub_sockets_connected", "Sockets connected to this worker")
 CONNECTS_REFUSED = Counter("notihub_connects_refused_total", "Socket handshakes refused", ["code"])

@@ -154,8 +154,50 @@ class Page:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Snapshot:
-    """What a socket gets on (re)connect."""
+class Inbox:
+    """A user's inbox position and badge, kept by every write that changes them.
 
-    unread_count: int
+    ``seq`` counts the notifications ever stored for the user (positions 1..seq, assigned in
+    commit order); ``last`` is the newest id stored, and ids of one user increase in commit
+    order; ``ver`` grows with every change of the inbox (stored, read, deleted), so of two
+    badge counts the one with the higher ``ver`` is the newer.
+    """
+
+    user: str
+    seq: int = 0
+    last: ObjectId | None = None
+    unread: int = 0
+    total: int = 0
+    ver: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Stored:
+    """A notification as committed: its position in the recipient's inbox and the badge after it."""
+
+    notification: Notification
+    seq: int
+    unread: int
+    ver: int
+    total: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Changed:
+    """The outcome of a read-state change or a deletion: which ids changed, and the inbox after."""
+
+    ids: list[ObjectId]
+    inbox: Inbox
+    count: int  # how many notifications changed (``ids`` may be left empty, as for "all")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a socket gets on (re)connect: the inbox and its newest unread notifications."""
+
+    inbox: Inbox
     notifications: list[Notification]
+
+    @property
+    def unread_count(self) -> int:
+        return self.inbox.unread

@@ -10,7 +10,11 @@ import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .bus import EventBus
 from .service import NotificationService
@@ -53,11 +57,30 @@ class Runtime:
         return results
 
 
+def connect_redis(settings: Settings, *, max_connections: int = 256) -> aioredis.Redis:
+    """A Redis client with deadlines, that retries a command once its pooled connection broke."""
+    # After a Redis restart every pooled connection is dead; without retries each one fails
+    # once on first use, long after the restart. A burst of commands (a worker releasing the
+    # leases of all its sockets at once) waits for a pooled connection instead of failing with
+    # "Too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=max_connections,
+        timeout=settings.redis_timeout,
+        health_check_interval=10,
+        socket_connect_timeout=3,
+        socket_timeout=settings.redis_timeout,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings, *, app_name: str) -> AsyncIterator[Runtime]:
     """Connect to MongoDB and Redis, make sure the indexes exist, and close both at the end."""
     mongo = connect(settings, app_name=app_name)
-    redis = aioredis.from_url(settings.redis_url, health_check_interval=10, socket_connect_timeout=3)
+    redis = connect_redis(settings)
     try:
         db = database(mongo, settings)
         store = NotificationStore(db=db, retention=settings.retention, max_per_user=settings.max_per_user)
@@ -65,7 +88,7 @@ async def open_runtime(settings: Settings, *, app_name: str) -> AsyncIterator[Ru
         topics = TopicStore(db=db)
         for indexed in (store, idempotency, topics):
             await indexed.ensure_indexes()
-        bus = EventBus(redis=redis, channel=f"{settings.channel_prefix}:events")
+        bus = EventBus(redis=redis, channel=f"{settings.channel_prefix}:events", timeout=settings.redis_timeout)
         service = NotificationService(store=store, idempotency=idempotency, topics=topics,
                                       preferences=PreferenceStore(db=db), bus=bus)
         yield Runtime(settings=settings, mongo=mongo, db=db, redis=redis, bus=bus, service=service)

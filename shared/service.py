@@ -5,22 +5,26 @@ stores and the bus, and nothing of aiohttp or Socket.IO.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 
 import orjson
 from bson import ObjectId
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
 
 from . import metrics
 from .bus import Deleted, EventBus, ReadChanged
 from .errors import Conflict, InvalidRequest, NotFound
 from .ids import decode_cursor, encode_cursor, new_id
-from .models import Draft, Notification, Page, Published, Snapshot, utcnow
+from .models import Changed, Draft, Inbox, Notification, Page, Published, Snapshot, Stored, utcnow
 from .storage.idempotency import IdempotencyStore
 from .storage.notifications import NotificationStore
 from .storage.preferences import PreferenceStore
 from .storage.topics import TopicStore
+from .writer import GroupWriter
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,10 @@ class NotificationService:
         self.bus = bus
         self.max_page = max_page
         self.default_page = default_page
+        self.writer = GroupWriter(store=store, preferences=preferences, bus=bus, after_commit=self._after_commit)
+        # Users over the per-user cap, trimmed off the hot path by one task at a time.
+        self._over_cap: set[str] = set()
+        self._trimmer: asyncio.Task[None] | None = None
 
     async def _audience(self, draft: Draft) -> AsyncIterator[list[str]]:
         if draft.topic is not None:
@@ -68,7 +76,10 @@ class NotificationService:
     async def publish(self, draft: Draft, *, report: bool = True) -> Published:
         """Store one notification per wanting recipient (majority-acknowledged), then deliver the new ones.
 
-        With ``report=False`` the answer lists only what this call stored (no extra read).
+        A repeat (same idempotency key or event id) stores nothing twice and announces again
+        whatever an earlier attempt stored, so a producer's retry after a failure in between
+        always ends with everything stored announced. With ``report=False`` the answer lists
+        only what this call stored (no extra read).
         """
         repeat = False
         # A fingerprint asks for a claim: the first request under a key is recorded, so that a
@@ -85,45 +96,86 @@ class NotificationService:
                     raise Conflict("a different request with this idempotency key has not finished yet")
                 repeat = True
                 if done:
-                    # Finished before: store and deliver nothing, even to a topic's new subscribers.
-                    stored = await self.store.by_source(draft.source) if report else []
-                    return Published(created=False, notifications=[(str(i), r) for i, r in stored])
+                    # Finished before: store nothing, even for a topic's new subscribers; announce
+                    # again what was stored (workers skip what their sockets already have).
+                    stored = await self._announce_again(draft.source)
+                    return Published(created=False, notifications=[(str(n.id), n.recipient) for n in stored]
+                                     if report else [])
         result: list[tuple[str, str]] = []
+        stored_any = False
         async for batch in self._audience(draft):
-            # A recipient who disabled this type gets nothing, whichever path produced it.
-            opted_out = await self.preferences.opted_out(batch, draft.type)
             now = utcnow()
+            actor, params, data = draft.actor, draft.params, draft.data
             notifications = [
-                Notification(
-                    id=new_id(now),
-                    type=draft.type,
-                    recipient=recipient,
-                    actor=draft.actor,
-                    created_at=now,
-                    title=draft.title,
-                    body=draft.body,
-                    url=draft.url,
-                    params=draft.params,
-                    data=draft.data,
-                    source=draft.source,
-                )
+                Notification(id=new_id(now), type=draft.type, recipient=recipient, actor=actor, created_at=now,
+                             title=draft.title, body=draft.body, url=draft.url, params=params, data=data,
+                             source=draft.source)
                 for recipient in batch
-                if recipient not in opted_out
             ]
-            # A repeat stores nothing twice: the unique (source, recipient) index skips what a
-            # first attempt stored, so only what it never stored (if it died midway) is new.
-            new = await self.store.insert(notifications)
-            metrics.NOTIFICATIONS_STORED.inc(len(new))
-            if new:
-                await self.bus.deliver(new)
-                await self.store.trim([n.recipient for n in new])
-            if draft.source is None or not report:
-                result.extend((str(n.id), n.recipient) for n in (notifications if draft.source is None else new))
+            # Filtered by preferences, committed with other requests' notifications, then
+            # announced (see writer.py).
+            new = await self.writer.write(notifications)
+            stored_any = stored_any or bool(new)
+            result.extend((str(s.notification.id), s.notification.recipient) for s in new)
+        if draft.source is not None and (repeat or not stored_any):
+            # A repeat of an attempt that stored part or all of it before failing: what that
+            # attempt stored may never have been announced.
+            stored = await self._announce_again(draft.source)
+            if report:
+                result = [(str(n.id), n.recipient) for n in stored]
+        elif draft.source is not None and report and not claimed:
+            # An event delivered again after a crash midway: report all that its id stored.
+            result = [(str(n.id), n.recipient) for n in await self.store.by_source(draft.source)]
         if claimed:
             await self.idempotency.complete(draft.source)
-        if draft.source is not None and report:
-            result = [(str(i), r) for i, r in await self.store.by_source(draft.source)]
         return Published(created=not repeat, notifications=result)
+
+    async def _announce_again(self, source: str) -> list[Notification]:
+        """Announce again everything stored under ``source``, with the recipients' current badges."""
+        notifications = await self.store.by_source(source)
+        if notifications:
+            inboxes = await self.store.inboxes(list({n.recipient for n in notifications}))
+            # Position 0 is below any socket's: a worker sends it only to a socket that has not
+            # seen it, which it finds by a replay from MongoDB (see socket_server/hub.py).
+            stored = [Stored(n, seq=0, unread=inboxes[n.recipient].unread, ver=inboxes[n.recipient].ver)
+                      for n in notifications]
+            try:
+                await self.bus.deliver(stored)
+            except (RedisError, OSError, TimeoutError) as exc:
+                metrics.BUS_PUBLISH_FAILURES.inc()
+                logger.warning("could not announce %s again (%s); workers will find it in MongoDB", source, exc)
+        return notifications
+
+    async def _after_commit(self, stored: Sequence[Stored]) -> None:
+        # The per-user cap is kept off the hot path: trimmed after the commit, by one task.
+        cap = self.store.max_per_user
+        over = {s.notification.recipient for s in stored if s.total > cap}
+        if not over:
+            return
+        self._over_cap.update(over)
+        if self._trimmer is None or self._trimmer.done():
+            self._trimmer = asyncio.create_task(self._trim())
+
+    async def _trim(self) -> None:
+        while self._over_cap:
+            user = self._over_cap.pop()
+            try:
+                await self._removed(user, await self.store.trim(user))
+            except (PyMongoError, RedisError, OSError, TimeoutError) as exc:
+                # Its next notification puts it back in the set.
+                logger.warning("could not trim the inbox of %s: %s", user, exc)
+
+    async def _removed(self, user: str, changed: Changed | None) -> None:
+        if changed is not None and changed.count:
+            await self.bus.publish(Deleted(user=user, ids=[str(i) for i in changed.ids],
+                                           unread_count=changed.inbox.unread, ver=changed.inbox.ver))
+
+    async def expire(self, *, limit: int = 1000) -> int:
+        """Delete notifications past the retention period, telling open sockets; how many users had some."""
+        users = await self.store.expired_recipients(limit=limit)
+        for user in users:
+            await self._removed(user, await self.store.expire(user))
+        return len(users)
 
     async def page(
         self, user: str, *, cursor: str | None = None, limit: int | None = None, unread_only: bool = False
@@ -141,45 +193,54 @@ class NotificationService:
 
     async def unread_count(self, user: str) -> int:
         """The user's exact unread count."""
-        return await self.store.unread_count(user)
+        return (await self.store.inbox(user)).unread
 
-    async def unread_counts(self, users: Sequence[str]) -> dict[str, int]:
-        """Exact unread counts of several users, in one query."""
-        return await self.store.unread_counts(users)
+    async def inbox(self, user: str) -> Inbox:
+        """The user's inbox position and badge."""
+        return await self.store.inbox(user)
+
+    async def inboxes(self, users: Sequence[str]) -> dict[str, Inbox]:
+        """Inbox positions and badges of several users, in one query."""
+        return await self.store.inboxes(users)
 
     async def snapshot(self, user: str, *, limit: int) -> Snapshot:
-        """Unread count and newest unread notifications, for a socket's init."""
-        items = await self.store.page(user, before=None, limit=limit, unread_only=True)
-        return Snapshot(await self.store.unread_count(user), items)
+        """The inbox and its newest unread notifications, consistent with each other, for a socket's init."""
+        inbox = await self.store.inbox(user)
+        # Nothing newer than the inbox's position: what came after arrives live, or by a replay.
+        items = await self.store.page(user, before=None, limit=limit, unread_only=True, upto=inbox.last) \
+            if inbox.last is not None else []
+        return Snapshot(inbox, items)
 
-    async def missed(self, user: str, since: ObjectId, *, limit: int) -> list[Notification] | None:
-        """Notifications newer than ``since``, oldest first; None when more than ``limit``."""
-        items = await self.store.after(user, since, limit=limit + 1)
+    async def missed(self, user: str, since: ObjectId, *, upto: ObjectId | None, limit: int) -> list[Notification] | None:
+        """Notifications newer than ``since`` up to ``upto``, oldest first; None when more than ``limit``."""
+        if upto is None:
+            return []
+        items = await self.store.after(user, since, upto=upto, limit=limit + 1)
         return None if len(items) > limit else items
 
     async def mark_read(self, user: str, ids: Sequence[ObjectId]) -> int:
         """Mark some of the user's notifications read and tell all of the user's sockets."""
         changed = await self.store.mark_read(user, ids)
-        count = await self.store.unread_count(user)
-        if changed:
-            await self.bus.publish(ReadChanged(user=user, ids=[str(i) for i in changed], all=False, unread_count=count))
-        return count
+        if changed.count:
+            await self.bus.publish(ReadChanged(user=user, ids=[str(i) for i in changed.ids], all=False,
+                                               unread_count=changed.inbox.unread, ver=changed.inbox.ver))
+        return changed.inbox.unread
 
     async def mark_all_read(self, user: str) -> int:
         """Mark all of the user's notifications read and tell all of the user's sockets."""
         changed = await self.store.mark_all_read(user)
-        count = await self.store.unread_count(user)
-        if changed:
-            await self.bus.publish(ReadChanged(user=user, ids=[], all=True, unread_count=count))
-        return count
+        if changed.count:
+            await self.bus.publish(ReadChanged(user=user, ids=[], all=True, unread_count=changed.inbox.unread,
+                                               ver=changed.inbox.ver))
+        return changed.inbox.unread
 
     async def delete(self, user: str, id_: ObjectId) -> int:
         """Delete one of the user's notifications; NotFound when it is not theirs."""
-        if not await self.store.delete(user, id_):
+        changed = await self.store.delete(user, id_)
+        if changed is None:
             raise NotFound("no such notification")
-        count = await self.store.unread_count(user)
-        await self.bus.publish(Deleted(user=user, ids=[str(id_)], unread_count=count))
-        return count
+        await self._removed(user, changed)
+        return changed.inbox.unread
 
     async def subscribe(self, topic: str, user: str) -> None:
         """Make ``user`` a subscriber of ``topic``."""
@@ -205,3 +266,15 @@ class NotificationService:
     async def set_disabled_types(self, user: str, types: Sequence[str]) -> list[str]:
         """Replace the types ``user`` does not want."""
         return await self.preferences.put(user, types)
+
+
+async def sweep_expired(service: NotificationService, *, every: float) -> None:
+    """Delete expired notifications every ``every`` seconds, telling open sockets (runs in the API)."""
+    # Several API processes may sweep at once: their transactions conflict and one retries.
+    while True:
+        try:
+            while await service.expire() > 0:
+                pass
+        except (PyMongoError, RedisError, OSError, TimeoutError) as exc:
+            logger.warning("retention sweep failed (%s); trying again in %ss", exc, every)
+        await asyncio.sleep(every)

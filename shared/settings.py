@@ -79,6 +79,12 @@ class Settings:
     idempotency_hours: int = 24
     ingest_concurrency: int = 32
     log_level: str = "INFO"
+    # Deadlines and failure handling of the delivery path (see README, "Guarantees").
+    mongo_timeout_ms: int = 10_000
+    redis_timeout: float = 5.0
+    position_check_seconds: int = 10
+    retention_sweep_seconds: int = 60
+    max_socket_queue: int = 1000
 
     @property
     def retention(self) -> "dt.timedelta":
@@ -135,6 +141,11 @@ class Settings:
             ),
             ingest_concurrency=_int(env, "NOTIHUB_INGEST_CONCURRENCY", defaults.ingest_concurrency, 1),
             log_level=(env.get("NOTIHUB_LOG_LEVEL") or defaults.log_level).upper(),
+            mongo_timeout_ms=_int(env, "NOTIHUB_MONGO_TIMEOUT_MS", defaults.mongo_timeout_ms, 100),
+            redis_timeout=_int(env, "NOTIHUB_REDIS_TIMEOUT_MS", int(defaults.redis_timeout * 1000), 100) / 1000,
+            position_check_seconds=_int(env, "NOTIHUB_POSITION_CHECK_SECONDS", defaults.position_check_seconds, 1),
+            retention_sweep_seconds=_int(env, "NOTIHUB_RETENTION_SWEEP_SECONDS", defaults.retention_sweep_seconds, 1),
+            max_socket_queue=_int(env, "NOTIHUB_MAX_SOCKET_QUEUE", defaults.max_socket_queue, 10),
         )
         return settings
 

@@ -16,7 +16,7 @@ from shared.runtime import Runtime, open_runtime
 from shared.settings import Settings
 from shared.tokens import TokenVerifier
 
-from .engine import WorkerServer
+from .engine import FastJson, WorkerServer
 from .hub import Hub
 from .namespace import NAMESPACE, NotificationsNamespace, reconnect
 from .presence import LEASE_SECONDS, Presence
@@ -40,17 +40,41 @@ def create_sio(settings: Settings, *, worker_id: str) -> WorkerServer:
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins="*",  # authentication is by token, never by cookie
+        json=FastJson,
         logger=False,
         engineio_logger=False,
     )
 
 
-async def _listen(runtime: Runtime, hub: Hub, ready: asyncio.Event) -> None:
+async def _listen(runtime: Runtime, hub: Hub, ready: asyncio.Event, check_now: asyncio.Event) -> None:
     async for event in runtime.bus.listen(ready=ready):
         try:
             await hub.handle(event)
         except Exception:
-            logger.exception("failed to handle a bus event")
+            # Never a silent loss: what this event carried is in MongoDB; check positions now.
+            logger.exception("failed to handle a bus event; checking every socket's position")
+            check_now.set()
+
+
+async def _check_positions(hub: Hub, check_now: asyncio.Event, every: float) -> None:
+    # Catches what the bus lost while subscribed (a failed publish): at the latest one period
+    # after it was committed, or at once after a failure above.
+    backoff = 0.5
+    while True:
+        try:
+            async with asyncio.timeout(every):
+                await check_now.wait()
+        except TimeoutError:
+            pass
+        check_now.clear()
+        try:
+            await hub.check()
+            backoff = 0.5
+        except Exception as exc:
+            logger.warning("position check failed (%s); trying again in %.1fs", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, every)
+            check_now.set()
 
 
 async def _refresh_presence(presence: Presence, hub: Hub) -> None:
@@ -76,6 +100,14 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
             app[RUNTIME] = runtime
 
             async def emit(event: str, data: object, sid: str) -> None:
+                # A client that stops reading is closed rather than queued for without end; it
+                # reconnects and replays from `since`.
+                eio_sid = sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+                socket = sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+                if socket is not None and socket.queue.qsize() >= settings.max_socket_queue:
+                    metrics.DROPPED_SLOW.inc()
+                    await reconnect(sio, sid)
+                    return
                 # Local only: the bus already reached every worker.
                 await sio.emit(event, data, to=sid, namespace=NAMESPACE, ignore_queue=True)
 
@@ -92,8 +124,10 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
                 renderer=renderer, presence=presence, default_lang=renderer.default_lang,
             ))
             try:
+                check_now = asyncio.Event()
                 async with shared_web.essential_tasks(
-                    bus_listener=_listen(runtime, hub, app[BUS_READY]),
+                    bus_listener=_listen(runtime, hub, app[BUS_READY], check_now),
+                    position_check=_check_positions(hub, check_now, settings.position_check_seconds),
                     presence_refresh=_refresh_presence(presence, hub),
                     metrics_share=metrics.share(runtime.redis, prefix=settings.channel_prefix, process=worker_id),
                 ):
@@ -101,6 +135,7 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
                     await asyncio.wait_for(app[BUS_READY].wait(), 10)
                     yield
             finally:
+                await hub.close()
                 await sio.shutdown()
 
     app.cleanup_ctx.append(runtime_ctx)

@@ -1,32 +1,46 @@
-"""The hub: this worker's open sockets, and what each of them has been sent.
+"""The hub: this worker's open sockets, and what each of them holds.
 
-Events come in from the bus through ``handle``; the hub never talks to Redis itself.
-Every event that changes a badge (``init``, ``notification``, ``notifications_read``,
-``notifications_deleted``) carries the ``unread_count`` read when the worker sends it, in the
-order the socket receives them: the latest one a client holds is always exact.
-Each socket is first *synced* (``init``, then what it missed since ``since``) while
-live notifications for it are held back; the held ones are then sent unless the sync
-already sent them. That is how a reconnecting client loses nothing and sees nothing twice.
+Events come in from the bus through ``handle``; the hub never talks to Redis itself, and reads
+MongoDB only to sync a socket (init, replay) or to catch one up, never per delivered message:
+positions and badge counts travel with the bus messages (see storage/notifications.py).
+
+Invariants, each proven in tests/socket_server/test_hub.py:
+
+1. A socket gets a user's notifications in commit order, each once. It remembers the position
+   (``seq``) and id (``since``) of the newest it holds. A live notification at or below
+   ``since`` is skipped; the one at the next position is sent; any other means the bus lost or
+   reordered something, and the socket catches up from MongoDB before it goes on.
+2. A socket that syncs (init, replay) or catches up holds live events meanwhile, then releases
+   them in order under rule 1. It holds at most ``max_held``: a client that far behind is
+   closed, reconnects with ``since`` and replays.
+3. A sync or catch-up that fails never lets the socket go live: it is closed, so that its client
+   reconnects with ``since`` (which was never moved past what it was not sent).
+4. Every event that carries a badge carries the count of the highest inbox version the socket
+   has seen, so the latest count a client holds is always exact, whatever order the bus kept.
+5. After a lost bus subscription (a Gap) and at every position check, the inboxes of all local
+   users are read (one query per CHECK_BATCH users) and only sockets behind them catch up,
+   a bounded number at a time, after a random delay so that workers do not stampede MongoDB.
+
+States of a socket: attached (syncing) → live; live → catching up (syncing) on a gap or a check
+that finds it behind → live; any state → closed when a MongoDB read fails or ``held`` overflows.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
 import logging
+import random
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from bson import ObjectId
 
 from shared import metrics
-from shared.bus import Deleted, Delivered, Event, Gap, ReadChanged
+from shared.bus import Deleted, Delivered, Event, Gap, Item, ReadChanged
 from shared.i18n import Renderer
-from shared.ids import first_id_at
-from shared.models import Notification, utcnow
+from shared.models import Inbox, Notification
 from shared.service import NotificationService
 
 logger = logging.getLogger(__name__)
@@ -34,10 +48,17 @@ logger = logging.getLogger(__name__)
 Emit = Callable[[str, Any, str], Awaitable[None]]
 Drop = Callable[[str], Awaitable[None]]
 
-# How long a connection remembers what init or a replay gave it.
-GIVEN_HORIZON = datetime.timedelta(minutes=10)
-# Sockets caught up at once after a bus gap (each is a MongoDB read).
+# Sockets caught up at once (each is two MongoDB reads).
 CATCH_UP_CONCURRENCY = 16
+# Users whose inboxes one position check reads in one query.
+CHECK_BATCH = 1000
+# Live events a syncing socket holds before its client is deemed too far behind.
+MAX_HELD = 1000
+_ZERO = ObjectId(bytes(12))
+
+# A held notification (the message it came in and its item), or a held badge event.
+_HeldNote = tuple[Delivered, Item]
+_HeldBadge = tuple[str, dict[str, Any], int, int]  # event, data, unread, ver
 
 
 @dataclasses.dataclass(eq=False)
@@ -47,30 +68,33 @@ class Connection:
     sid: str
     user: str
     lang: str
-    since: ObjectId
+    since: ObjectId = _ZERO
+    seq: int = 0
+    ver: int = 0
+    unread: int = 0
     syncing: bool = True
-    # A bus gap happened while this socket was syncing: replay once more before going live.
-    gap: bool = False
-    # Ids the client already has from init or a replay. A notification is committed before it is
-    # announced, so a replay can find one whose live copy is still on its way: skip that copy.
-    given: set[ObjectId] = dataclasses.field(default_factory=set)
-    # Live events that arrived while syncing: notifications, and (event, data) pairs.
-    held: deque[Notification | tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=deque)
+    # Must read MongoDB before going (back) live: a gap, or a check found it behind.
+    behind: bool = False
+    held: deque[_HeldNote | _HeldBadge] = dataclasses.field(default_factory=deque)
 
 
 class Hub:
-    """Local sockets by user; renders each notification in each socket's language."""
+    """Local sockets by user; renders each notification content once per language."""
 
     def __init__(self, *, service: NotificationService, renderer: Renderer, emit: Emit, drop: Drop,
-                 init_limit: int, replay_limit: int) -> None:
+                 init_limit: int, replay_limit: int, max_held: int = MAX_HELD, jitter: float = 1.0) -> None:
         self._service = service
         self._renderer = renderer
         self._emit = emit
         self._drop = drop
         self._init_limit = init_limit
         self._replay_limit = replay_limit
+        self._max_held = max_held
+        self._jitter = jitter
         self._by_sid: dict[str, Connection] = {}
         self._by_user: dict[str, set[Connection]] = defaultdict(set)
+        self._slots = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._by_sid)
@@ -81,8 +105,7 @@ class Hub:
 
     def attach(self, sid: str, *, user: str, lang: str) -> Connection:
         """Register a socket that passed authentication; it holds live events until synced."""
-        # Until a sync says otherwise, this socket has everything up to its connect time.
-        conn = Connection(sid=sid, user=user, lang=lang, since=first_id_at(utcnow()))
+        conn = Connection(sid=sid, user=user, lang=lang)
         self._by_sid[sid] = conn
         self._by_user[user].add(conn)
         metrics.SOCKETS.set(len(self._by_sid))
@@ -96,6 +119,7 @@ class Hub:
             peers.discard(conn)
             if not peers:
                 del self._by_user[conn.user]
+            conn.held.clear()
         metrics.SOCKETS.set(len(self._by_sid))
         return conn
 
@@ -103,152 +127,196 @@ class Hub:
         """The connection of a socket id, if it is open here."""
         return self._by_sid.get(sid)
 
+    # -- syncing ---------------------------------------------------------------------------
+
     async def sync(self, conn: Connection, *, since: ObjectId | None, since_error: str | None = None) -> None:
-        """Send ``init``, then what was missed since ``since``, then whatever was held."""
-        sent = conn.given
-        try:
-            snapshot = await self._service.snapshot(conn.user, limit=self._init_limit)
-            await self._emit("init", {
-                "user_id": conn.user,
-                "lang": conn.lang,
-                "unread_count": snapshot.unread_count,
-                "notifications": [self._renderer.render(n, conn.lang) for n in snapshot.notifications],
-            }, conn.sid)
-            if since_error is not None:
-                await self._emit("resync_required", {"reason": since_error}, conn.sid)
-            elif since is not None:
-                await self._replay(conn, since, sent)
-            else:
-                # Without `since`, init is the client's state: held ones already in it are not new.
-                sent.update(n.id for n in snapshot.notifications)
-            while conn.gap:
-                # The bus lost events while this sync ran: what they carried is in MongoDB.
-                conn.gap = False
-                await self._replay(conn, conn.since, sent)
-        finally:
-            await self._release(conn, sent)
+        """Send ``init``, then what was missed since ``since``, then whatever was held.
 
-    async def catch_up(self) -> None:
-        """After a bus gap, send every socket what it may have missed meanwhile.
-
-        Sockets are caught up concurrently (a bounded number at a time); one still syncing
-        replays once more when its sync ends; one whose replay fails is disconnected, so that
-        its client reconnects with ``since`` and loses nothing.
+        Raises when MongoDB fails; the socket then stays out of live delivery (rule 3) and the
+        caller closes it.
         """
-        slots = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
+        snapshot = await self._service.snapshot(conn.user, limit=self._init_limit)
+        inbox = snapshot.inbox
+        await self._emit("init", {
+            "user_id": conn.user,
+            "lang": conn.lang,
+            "unread_count": inbox.unread,
+            "notifications": [self._renderer.render(n, conn.lang) for n in snapshot.notifications],
+        }, conn.sid)
+        self._count(conn, inbox.unread, inbox.ver)
+        if since_error is not None:
+            await self._emit("resync_required", {"reason": since_error}, conn.sid)
+        elif since is not None:
+            await self._replay(conn, since, inbox)
+        self._adopt(conn, inbox)
+        await self._go_live(conn)
 
-        async def one(conn: Connection) -> None:
-            async with slots:
-                if conn.sid not in self._by_sid:
-                    return
-                if conn.syncing:
-                    conn.gap = True
-                    return
-                conn.syncing = True
-                sent = conn.given
-                try:
-                    try:
-                        await self._replay(conn, conn.since, sent)
-                    finally:
-                        await self._release(conn, sent)
-                except Exception:
-                    logger.exception("catch-up failed for socket %s; disconnecting it", conn.sid)
-                    await self._drop(conn.sid)
-
-        await asyncio.gather(*(one(conn) for conn in list(self._by_sid.values())))
-
-    async def _replay(self, conn: Connection, since: ObjectId, sent: set[ObjectId]) -> None:
-        missed = await self._service.missed(conn.user, since, limit=self._replay_limit)
+    async def _replay(self, conn: Connection, since: ObjectId, inbox: Inbox) -> None:
+        missed = await self._service.missed(conn.user, since, upto=inbox.last, limit=self._replay_limit)
         if missed is None:
             await self._emit("resync_required", {"reason": "too_many_missed"}, conn.sid)
             return
-        missed = [n for n in missed if n.id not in sent]
-        count = await self._service.unread_count(conn.user) if missed else 0
+        count = self._count(conn, inbox.unread, inbox.ver)
         for notification in missed:
-            await self._send(conn, notification, "replay", count)
-            sent.add(notification.id)
+            await self._emit("notification", {**self._renderer.render(notification, conn.lang),
+                                              "unread_count": count}, conn.sid)
+            metrics.DELIVERED.labels("replay").inc()
 
-    async def _release(self, conn: Connection, sent: set[ObjectId]) -> None:
-        # Live copies come within moments of their commit: older entries can go.
-        horizon = ObjectId.from_datetime(datetime.datetime.now(datetime.timezone.utc) - GIVEN_HORIZON)
-        conn.given.difference_update([i for i in conn.given if i < horizon])
-        # Held notifications may grow while we send: drain until empty, then go live
-        # without an await in between so nothing can slip past.
-        while conn.held:
-            # One fresh count covers everything released in this round.
-            count = await self._service.unread_count(conn.user)
-            while conn.held:
-                item = conn.held.popleft()
-                if conn.sid not in self._by_sid:
-                    continue
-                if isinstance(item, Notification):
-                    if item.id not in sent:
-                        await self._send(conn, item, "live", count)
-                else:
-                    await self._emit(item[0], {**item[1], "unread_count": count}, conn.sid)
-        conn.syncing = False
+    @staticmethod
+    def _adopt(conn: Connection, inbox: Inbox) -> None:
+        # Everything up to the inbox's position was sent, or was before the client's state.
+        conn.seq = max(conn.seq, inbox.seq)
+        if inbox.last is not None and inbox.last > conn.since:
+            conn.since = inbox.last
 
-    async def _send(self, conn: Connection, notification: Notification, path: str, count: int,
-                    rendered: dict[str, Any] | None = None) -> None:
-        payload = rendered or self._renderer.render(notification, conn.lang)
-        await self._emit("notification", {**payload, "unread_count": count}, conn.sid)
-        if notification.id > conn.since:
-            conn.since = notification.id
+    async def _catch_up(self, conn: Connection) -> None:
+        inbox = await self._service.inbox(conn.user)
+        await self._replay(conn, conn.since, inbox)
+        self._adopt(conn, inbox)
+
+    async def _go_live(self, conn: Connection) -> None:
+        # Release what was held, in order; catch up first whenever a gap was found. Going live
+        # happens with no await after the last check, so nothing can slip in between.
+        while True:
+            if conn.sid not in self._by_sid:
+                return
+            if conn.behind:
+                conn.behind = False
+                await self._catch_up(conn)
+                continue
+            if not conn.held:
+                conn.syncing = False
+                return
+            entry = conn.held.popleft()
+            if len(entry) == 2:
+                await self._offer(conn, entry[0], entry[1], {}, "live")
+            else:
+                event, data, unread, ver = entry
+                await self._emit(event, {**data, "unread_count": self._count(conn, unread, ver)}, conn.sid)
+
+    def _hold(self, conn: Connection, entry: _HeldNote | _HeldBadge) -> None:
+        if len(conn.held) >= self._max_held:
+            # Rule 2: too far behind; its client replays from `since` after reconnecting.
+            metrics.DROPPED_SLOW.inc()
+            conn.held.clear()
+            self._spawn(self._drop(conn.sid))
+            return
+        conn.held.append(entry)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _catch_up_later(self, conn: Connection, reason: str, delay: float = 0.0) -> None:
+        metrics.CATCH_UPS.labels(reason).inc()
+        try:
+            if delay:
+                await asyncio.sleep(delay)
+            async with self._slots:
+                await self._go_live(conn)
+        except Exception:
+            logger.exception("catching up socket %s failed; closing it so that it replays", conn.sid)
+            await self._drop(conn.sid)
+
+    def _fall_behind(self, conn: Connection, reason: str, delay: float = 0.0) -> None:
+        if conn.syncing:
+            # Its running sync or catch-up reads MongoDB once more before going live.
+            conn.behind = True
+            return
+        conn.syncing = conn.behind = True
+        self._spawn(self._catch_up_later(conn, reason, delay))
+
+    # -- live delivery ---------------------------------------------------------------------
+
+    @staticmethod
+    def _count(conn: Connection, unread: int, ver: int) -> int:
+        # Rule 4: the newest version's count wins.
+        if ver >= conn.ver:
+            conn.ver, conn.unread = ver, unread
+        return conn.unread
+
+    async def _offer(self, conn: Connection, delivered: Delivered, item: Item,
+                     rendered: dict[tuple[int, str], dict[str, Any]], path: str) -> None:
+        if item.id <= conn.since:
+            return  # it has this one already (rule 1)
+        if item.seq != conn.seq + 1:
+            # A gap, or an announcement repeated after a failure: MongoDB knows what is missing.
+            conn.held.appendleft((delivered, item))
+            self._fall_behind(conn, "gap")
+            return
+        key = (item.content, conn.lang)
+        base = rendered.get(key)
+        if base is None:
+            base = rendered[key] = self._renderer.render(delivered.contents[item.content], conn.lang)
+        count = self._count(conn, item.unread, item.ver)
+        conn.seq, conn.since = item.seq, item.id
+        await self._emit("notification", {**base, "id": str(item.id), "recipient": item.recipient,
+                                          "unread_count": count}, conn.sid)
         metrics.DELIVERED.labels(path).inc()
 
     async def handle(self, event: Event | Gap) -> None:
         """Apply one bus event to the local sockets."""
         if isinstance(event, Delivered):
             metrics.BUS_MESSAGES.labels("delivered").inc()
-            await self._deliver(event.notifications)
+            await self._deliver(event)
         elif isinstance(event, ReadChanged):
             metrics.BUS_MESSAGES.labels("read").inc()
-            await self._broadcast(event.user, "notifications_read",
-                                  {"ids": event.ids, "all": event.all, "unread_count": event.unread_count})
+            await self._broadcast(event.user, "notifications_read", {"ids": event.ids, "all": event.all},
+                                  event.unread_count, event.ver)
         elif isinstance(event, Deleted):
             metrics.BUS_MESSAGES.labels("deleted").inc()
-            await self._broadcast(event.user, "notifications_deleted",
-                                  {"ids": event.ids, "unread_count": event.unread_count})
+            await self._broadcast(event.user, "notifications_deleted", {"ids": event.ids},
+                                  event.unread_count, event.ver)
         elif isinstance(event, Gap):
             metrics.BUS_MESSAGES.labels("gap").inc()
-            await self.catch_up()
+            await self.check(reason="gap", jitter=self._jitter)
 
-    async def _deliver(self, notifications: Iterable[Notification]) -> None:
-        # One producer request yields many notifications with the same texts: render
-        # each text once per language, then only swap in the per-recipient fields.
-        texts: dict[tuple[bytes, str], tuple[str, str | None]] = {}
-        local = [n for n in notifications if n.recipient in self._by_user]
-        if not local:
-            return
-        counts = await self._service.unread_counts(list({n.recipient for n in local}))
-        for notification in local:
-            conns = self._by_user.get(notification.recipient)
+    async def _deliver(self, delivered: Delivered) -> None:
+        rendered: dict[tuple[int, str], dict[str, Any]] = {}
+        now = time.time()
+        for item in delivered.items:
+            conns = self._by_user.get(item.recipient)
             if not conns:
                 continue
-            metrics.DELIVERY_SECONDS.observe(max(0.0, time.time() - notification.created_at.timestamp()))
-            content = orjson.dumps([notification.type, notification.actor and notification.actor.to_dict(),
-                                    notification.title, notification.body, notification.params],
-                                   option=orjson.OPT_SORT_KEYS)
+            metrics.DELIVERY_SECONDS.observe(max(0.0, now - delivered.contents[item.content].created_at.timestamp()))
             for conn in list(conns):
                 if conn.syncing:
-                    conn.held.append(notification)
-                    continue
-                if notification.id in conn.given:
-                    conn.given.discard(notification.id)
-                    continue
-                key = (content, conn.lang)
-                if key not in texts:
-                    texts[key] = self._renderer.texts(notification, conn.lang)
-                rendered = self._renderer.render(notification, conn.lang, texts=texts[key])
-                await self._send(conn, notification, "live", counts[notification.recipient], rendered)
+                    self._hold(conn, (delivered, item))
+                else:
+                    await self._offer(conn, delivered, item, rendered, "live")
 
-    async def _broadcast(self, user: str, event: str, data: dict[str, Any]) -> None:
-        if user not in self._by_user:
-            return
-        data = {**data, "unread_count": await self._service.unread_count(user)}
+    async def _broadcast(self, user: str, event: str, data: dict[str, Any], unread: int, ver: int) -> None:
         for conn in list(self._by_user.get(user, ())):
             if conn.syncing:
                 # After init, so the count it carries is never overwritten by an older one.
-                conn.held.append((event, data))
+                self._hold(conn, (event, data, unread, ver))
             else:
-                await self._emit(event, data, conn.sid)
+                await self._emit(event, {**data, "unread_count": self._count(conn, unread, ver)}, conn.sid)
+
+    async def check(self, *, reason: str = "check", jitter: float = 0.0) -> None:
+        """Compare every local user's inbox with what its sockets hold; catch up those behind (rule 5)."""
+        if jitter:
+            await asyncio.sleep(random.uniform(0, jitter))
+        users = list(self._by_user)
+        for start in range(0, len(users), CHECK_BATCH):
+            inboxes = await self._service.inboxes(users[start : start + CHECK_BATCH])
+            for user, inbox in inboxes.items():
+                for conn in list(self._by_user.get(user, ())):
+                    if inbox.seq > conn.seq or (inbox.last is not None and inbox.last > conn.since):
+                        self._fall_behind(conn, reason)
+                    elif inbox.ver > conn.ver and not conn.syncing:
+                        # Only the badge moved (a read-state event was lost): send the count.
+                        await self._emit("notifications_read", {"ids": [], "all": False,
+                                                                "unread_count": self._count(conn, inbox.unread,
+                                                                                            inbox.ver)}, conn.sid)
+
+    async def close(self) -> None:
+        """Cancel catch-ups still running (at shutdown)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def render(self, notification: Notification, lang: str) -> dict[str, Any]:
+        """A notification as a socket in ``lang`` gets it."""
+        return self._renderer.render(notification, lang)

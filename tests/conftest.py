@@ -49,6 +49,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "NOTIHUB_JWT_SECRET": JWT_SECRET,
         "NOTIHUB_SERVICE_KEYS": f"{SERVICE_KEY},second-key",
         "NOTIHUB_MAX_CONNECTIONS_PER_USER": "8",
+        # A client that stops reading is closed after this many unsent packets (slow-client tests).
+        "NOTIHUB_MAX_SOCKET_QUEUE": "50",
         "NOTIHUB_KAFKA_PORT": str(kafka_port := free_port_run(2)),
         "NOTIHUB_KAFKA_CONTROLLER_PORT": str(kafka_port + 1),
         "NOTIHUB_INGEST_WORKERS": "1",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pymongo import AsyncMongoClient, ReadPreference
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
@@ -20,6 +21,9 @@ def connect(settings: Settings, *, app_name: str) -> AsyncMongoClient:
         w="majority",
         serverSelectionTimeoutMS=5000,
         connectTimeoutMS=3000,
+        # A deadline on every operation (client-side operation timeout), transactions included:
+        # long enough to ride out an election, short enough that a caller hears of a failure.
+        timeoutMS=settings.mongo_timeout_ms,
         tz_aware=True,
     )
 
@@ -32,3 +36,10 @@ def database(client: AsyncMongoClient, settings: Settings) -> AsyncDatabase:
         write_concern=WriteConcern(w="majority"),
         read_concern=ReadConcern("local"),
     )
+
+
+def transient(exc: PyMongoError) -> bool:
+    """Whether trying the same operation again later may succeed (an election, a lost connection,
+    a deadline), as opposed to an error the same input meets every time."""
+    return (isinstance(exc, (ConnectionFailure, ExecutionTimeout, WTimeoutError)) or exc.timeout
+            or exc.has_error_label("TransientTransactionError") or exc.has_error_label("RetryableWriteError"))

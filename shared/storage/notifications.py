@@ -1,35 +1,96 @@
-"""The notification repository: one document per recipient."""
+"""The notification repository: one document per recipient, and one inbox document per user.
+
+Invariants, kept by every write below (each one a MongoDB transaction that changes the
+notifications and the recipient's inbox document together):
+
+1. ``inboxes.{user}.unread`` and ``.total`` equal the user's unread and stored notifications.
+2. ``seq`` grows by one per notification stored for the user, in commit order; the
+   notification carries its ``seq``. A socket worker that sees positions 5 then 7 knows that it
+   missed 6 and reads it from MongoDB (it is committed: 7 committed after it).
+3. One user's ids increase in commit order: the id is chosen inside the transaction, after
+   ``last`` (the newest id stored for the user). So when a client holds id X, every
+   notification of that user with an id below X was committed before X, and a replay of
+   ``_id > since`` can never skip one that committed late (a write held up by an election).
+4. ``ver`` grows with every change of the inbox (stored, read, deleted, expired), so of two
+   badge counts the one with the higher ``ver`` is the newer.
+
+The transaction reads the inbox documents and writes them back; two transactions that touch
+the same user conflict and one is retried by the driver, which is what serialises a user's
+positions. A user's first notification creates the inbox document (from the notifications
+already stored, for data written before inboxes existed).
+"""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Sequence
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, OperationFailure
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from ..models import Notification, utcnow
+from ..ids import new_id_after
+from ..models import Changed, Inbox, Notification, Stored, utcnow
 
-_DUPLICATE_KEY = 11000
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
 _INDEX_OPTIONS_CONFLICT = 85
-_INSERT_BATCH = 1000
+# At most this many notifications in one transaction.
+COMMIT_BATCH = 1000
 # A deleted notification that came from a request or an event is remembered this long (as long
 # as an idempotency key is kept), so that a repeat of the one or a redelivery of the other does
 # not bring it back.
 TOMBSTONE_SECONDS = 24 * 3600
+# MongoDB's TTL monitor is only a backstop behind the retention sweep (which keeps the inbox
+# counts and open badges right): it deletes what the sweep did not get to within a day.
+TTL_BACKSTOP_SECONDS = 24 * 3600
+# Concurrent first writes for a new user race to create its inbox document: try again.
+_CREATE_RACES = 5
+
+
+@dataclasses.dataclass(slots=True)
+class _Position:
+    """An inbox being changed inside a transaction."""
+
+    seq: int = 0
+    last: ObjectId | None = None
+    unread: int = 0
+    total: int = 0
+    ver: int = 0
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> "_Position":
+        return cls(seq=doc.get("seq", 0), last=doc.get("last"), unread=doc.get("unread", 0),
+                   total=doc.get("total", 0), ver=doc.get("ver", 0))
+
+    def inbox(self, user: str) -> Inbox:
+        return Inbox(user=user, seq=self.seq, last=self.last, unread=self.unread, total=self.total, ver=self.ver)
+
+    def document(self) -> dict[str, Any]:
+        return {"seq": self.seq, "last": self.last, "unread": self.unread, "total": self.total, "ver": self.ver}
 
 
 class NotificationStore:
-    """Reads and writes the ``notifications`` collection; every query is served by an index."""
+    """Reads and writes the ``notifications`` and ``inboxes`` collections; every query is served by an index."""
 
     def __init__(self, *, db: AsyncDatabase, retention: dt.timedelta, max_per_user: int) -> None:
         self._db = db
         self._coll = db["notifications"]
+        self._inboxes = db["inboxes"]
         self._tombstones = db["notification_tombstones"]
         self._retention = retention
         self.max_per_user = max_per_user
+
+    @property
+    def retention(self) -> dt.timedelta:
+        """How long a notification is kept."""
+        return self._retention
 
     async def ensure_indexes(self) -> None:
         """Create the indexes every query below relies on (idempotent)."""
@@ -37,7 +98,7 @@ class NotificationStore:
             [
                 # Inbox pages, replay after `since`, deletes: newest first per recipient.
                 IndexModel([("recipient", ASCENDING), ("_id", DESCENDING)], name="recipient_id"),
-                # Unread badge and unread-only pages.
+                # Unread-only pages and the newest unread of `init`.
                 IndexModel(
                     [("recipient", ASCENDING), ("read", ASCENDING), ("_id", DESCENDING)],
                     name="recipient_read_id",
@@ -55,8 +116,9 @@ class NotificationStore:
         await self._ensure_retention()
 
     async def _ensure_retention(self) -> None:
-        # MongoDB's TTL monitor deletes notifications older than the retention period.
-        expire = int(self._retention.total_seconds())
+        # The retention sweep finds expired notifications by this index; MongoDB's TTL monitor
+        # removes, a day later, whatever the sweep did not.
+        expire = int(self._retention.total_seconds()) + TTL_BACKSTOP_SECONDS
         try:
             await self._coll.create_index([("created_at", ASCENDING)], name="retention", expireAfterSeconds=expire)
         except OperationFailure as exc:
@@ -68,125 +130,238 @@ class NotificationStore:
             )
 
     async def retention_seconds(self) -> int | None:
-        """The TTL of the retention index as MongoDB has it."""
+        """How long the TTL backstop keeps a notification, as MongoDB has it."""
         info = await self._coll.index_information()
         return info.get("retention", {}).get("expireAfterSeconds")
 
-    async def insert(self, notifications: Sequence[Notification]) -> list[Notification]:
-        """Store notifications in batches; return those that were new (repeats are skipped)."""
-        inserted: list[Notification] = []
-        for start in range(0, len(notifications), _INSERT_BATCH):
-            batch = await self._not_deleted(notifications[start : start + _INSERT_BATCH])
-            if not batch:
-                continue
+    # -- transactions ----------------------------------------------------------------------
+
+    async def _transaction(self, work: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
+        # with_transaction retries the whole of `work` on a write conflict (two writers of one
+        # inbox) and on transient errors (an election), within the client's timeoutMS.
+        for attempt in range(_CREATE_RACES):
             try:
-                await self._coll.insert_many([n.to_document() for n in batch], ordered=False)
-                inserted.extend(batch)
-            except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", [])
-                if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                async with self._db.client.start_session() as session:
+                    return await session.with_transaction(work)
+            except DuplicateKeyError as exc:
+                if "inboxes" not in str(exc) or attempt == _CREATE_RACES - 1:
                     raise
-                duplicates = {e["index"] for e in errors}
-                inserted.extend(n for i, n in enumerate(batch) if i not in duplicates)
-        return inserted
+        raise AssertionError("unreachable")
 
-    async def _not_deleted(self, batch: Sequence[Notification]) -> Sequence[Notification]:
-        # One indexed read per batch, and only for notifications of a request or an event.
-        keys = [_tombstone(n.source, n.recipient) for n in batch if n.source is not None]
-        if not keys:
-            return batch
+    async def _positions(self, session: AsyncClientSession, users: Sequence[str]) -> dict[str, _Position]:
+        """The inboxes of ``users`` as this transaction sees them."""
+        docs = {doc["_id"]: doc async for doc in self._inboxes.find({"_id": {"$in": list(users)}}, session=session)}
+        missing = [u for u in users if u not in docs]
+        positions = {u: _Position.from_document(doc) for u, doc in docs.items()}
+        if missing:
+            # First write of these users: start from what is already stored (if anything).
+            pipeline = [
+                {"$match": {"recipient": {"$in": missing}}},
+                {"$group": {"_id": "$recipient", "total": {"$sum": 1},
+                            "unread": {"$sum": {"$cond": [{"$eq": ["$read", False]}, 1, 0]}},
+                            "last": {"$max": "$_id"}}},
+            ]
+            for user in missing:
+                positions[user] = _Position()
+            async for doc in await self._coll.aggregate(pipeline, session=session):
+                positions[doc["_id"]] = _Position(seq=doc["total"], last=doc["last"], unread=doc["unread"],
+                                                  total=doc["total"])
+        return positions
+
+    async def _save(self, session: AsyncClientSession, positions: dict[str, _Position]) -> None:
+        await self._inboxes.bulk_write(
+            [UpdateOne({"_id": user}, {"$set": p.document()}, upsert=True) for user, p in positions.items()],
+            ordered=False, session=session,
+        )
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def commit(self, notifications: Sequence[Notification]) -> list[Stored | None]:
+        """Store new notifications, with their positions and ids chosen in commit order.
+
+        The answer is aligned with ``notifications``: None for one left out, because it repeats
+        one stored before (same source and recipient) or one the user deleted. If a repeat
+        commits concurrently, the transaction fails on the unique index and is done again
+        without it.
+        """
+        result: list[Stored | None] = []
+        for start in range(0, len(notifications), COMMIT_BATCH):
+            batch = notifications[start : start + COMMIT_BATCH]
+            stored: dict[int, Stored] = {}
+            for attempt in range(_CREATE_RACES):
+                fresh = await self._fresh(batch)
+                if not fresh:
+                    break
+                try:
+                    committed = await self._transaction(lambda s: self._commit(s, [n for _, n in fresh]))
+                    stored = {i: c for (i, _), c in zip(fresh, committed)}
+                    break
+                except DuplicateKeyError:
+                    if attempt == _CREATE_RACES - 1:
+                        raise
+            result.extend(stored.get(i) for i in range(len(batch)))
+        return result
+
+    async def _commit(self, session: AsyncClientSession, batch: Sequence[Notification]) -> list[Stored]:
+        positions = await self._positions(session, list(dict.fromkeys(n.recipient for n in batch)))
+        stored: list[Stored] = []
+        for n in batch:
+            p = positions[n.recipient]
+            id_ = n.id if p.last is None or n.id > p.last else new_id_after(p.last, n.created_at)
+            p.seq, p.last, p.unread, p.total, p.ver = p.seq + 1, id_, p.unread + 1, p.total + 1, p.ver + 1
+            stored.append(Stored(dataclasses.replace(n, id=id_), seq=p.seq, unread=p.unread, ver=p.ver, total=p.total))
+        await self._coll.insert_many([{**s.notification.to_document(), "seq": s.seq} for s in stored],
+                                     session=session)
+        await self._save(session, positions)
+        return stored
+
+    async def _fresh(self, batch: Sequence[Notification]) -> list[tuple[int, Notification]]:
+        # One indexed read each, and only for notifications of a request or an event: what a
+        # first attempt stored, and what a user deleted, is not stored again.
+        sourced = [n for n in batch if n.source is not None]
+        if not sourced:
+            return list(enumerate(batch))
+        sources = list({n.source for n in sourced})
+        recipients = list({n.recipient for n in sourced})
+        taken = {(doc["source"], doc["recipient"]) async for doc in self._coll.find(
+            {"source": {"$in": sources}, "recipient": {"$in": recipients}}, {"_id": 0, "source": 1, "recipient": 1})}
+        keys = [_tombstone(n.source, n.recipient) for n in sourced]
         deleted = {doc["_id"] async for doc in self._tombstones.find({"_id": {"$in": keys}}, {"_id": 1})}
-        if not deleted:
-            return batch
-        return [n for n in batch if n.source is None or _tombstone(n.source, n.recipient) not in deleted]
+        return [(i, n) for i, n in enumerate(batch) if n.source is None or (
+            (n.source, n.recipient) not in taken and _tombstone(n.source, n.recipient) not in deleted)]
 
-    async def by_source(self, source: str) -> list[tuple[ObjectId, str]]:
-        """Ids and recipients stored for one idempotency source."""
-        cursor = self._coll.find({"source": source}, {"_id": 1, "recipient": 1}).sort("_id", ASCENDING)
-        return [(doc["_id"], doc["recipient"]) async for doc in cursor]
+    async def mark_read(self, recipient: str, ids: Sequence[ObjectId]) -> Changed:
+        """Mark some of a recipient's notifications read; the ids that changed and the inbox after."""
+
+        async def work(session: AsyncClientSession) -> Changed:
+            query = {"recipient": recipient, "_id": {"$in": list(ids)}, "read": False}
+            changed = [doc["_id"] async for doc in self._coll.find(query, {"_id": 1}, session=session)]
+            positions = await self._positions(session, [recipient])
+            p = positions[recipient]
+            if changed:
+                await self._coll.update_many({"recipient": recipient, "_id": {"$in": changed}},
+                                             {"$set": {"read": True}}, session=session)
+                p.unread, p.ver = max(0, p.unread - len(changed)), p.ver + 1
+                await self._save(session, positions)
+            return Changed(ids=changed, inbox=p.inbox(recipient), count=len(changed))
+
+        return await self._transaction(work)
+
+    async def mark_all_read(self, recipient: str) -> Changed:
+        """Mark every notification of a recipient read; the inbox after (``ids`` stays empty)."""
+
+        async def work(session: AsyncClientSession) -> Changed:
+            positions = await self._positions(session, [recipient])
+            p = positions[recipient]
+            result = await self._coll.update_many({"recipient": recipient, "read": False},
+                                                  {"$set": {"read": True}}, session=session)
+            if result.modified_count:
+                p.unread, p.ver = 0, p.ver + 1
+                await self._save(session, positions)
+            return Changed(ids=[], inbox=p.inbox(recipient), count=result.modified_count)
+
+        return await self._transaction(work)
+
+    async def delete(self, recipient: str, id_: ObjectId) -> Changed | None:
+        """Delete one of a recipient's notifications; None when there is no such one."""
+
+        async def work(session: AsyncClientSession) -> Changed | None:
+            doc = await self._coll.find_one({"recipient": recipient, "_id": id_}, {"source": 1, "read": 1},
+                                            session=session)
+            if doc is None:
+                return None
+            if doc.get("source") is not None:
+                # In the same transaction as the deletion: a redelivery never stores it again.
+                await self._tombstones.update_one(
+                    {"_id": _tombstone(doc["source"], recipient)}, {"$setOnInsert": {"at": utcnow()}},
+                    upsert=True, session=session)
+            return await self._remove(session, recipient, [doc])
+
+        return await self._transaction(work)
+
+    async def _remove(self, session: AsyncClientSession, recipient: str, docs: Sequence[dict[str, Any]]) -> Changed:
+        # `docs` were read in this transaction: each {_id, read}.
+        positions = await self._positions(session, [recipient])
+        p = positions[recipient]
+        ids = [doc["_id"] for doc in docs]
+        await self._coll.delete_many({"recipient": recipient, "_id": {"$in": ids}}, session=session)
+        unread = sum(1 for doc in docs if not doc.get("read"))
+        p.unread, p.total, p.ver = max(0, p.unread - unread), max(0, p.total - len(ids)), p.ver + 1
+        await self._save(session, positions)
+        return Changed(ids=ids, inbox=p.inbox(recipient), count=len(ids))
+
+    async def trim(self, recipient: str) -> Changed | None:
+        """Keep only the newest ``max_per_user`` notifications of a recipient; None when under the cap."""
+
+        async def work(session: AsyncClientSession) -> Changed | None:
+            docs = await self._coll.find({"recipient": recipient}, {"_id": 1, "read": 1}, session=session).sort(
+                "_id", DESCENDING).skip(self.max_per_user).to_list(None)
+            return await self._remove(session, recipient, docs) if docs else None
+
+        return await self._transaction(work)
+
+    async def expired_recipients(self, *, limit: int = 1000) -> list[str]:
+        """Recipients with notifications older than the retention period."""
+        cutoff = utcnow() - self._retention
+        pipeline = [{"$match": {"created_at": {"$lt": cutoff}}}, {"$group": {"_id": "$recipient"}},
+                    {"$limit": limit}]
+        return [doc["_id"] async for doc in await self._coll.aggregate(pipeline)]
+
+    async def expire(self, recipient: str) -> Changed | None:
+        """Delete a recipient's notifications older than the retention period; None when none were."""
+        cutoff = utcnow() - self._retention
+
+        async def work(session: AsyncClientSession) -> Changed | None:
+            docs = await self._coll.find({"recipient": recipient, "created_at": {"$lt": cutoff}},
+                                         {"_id": 1, "read": 1}, session=session).to_list(None)
+            return await self._remove(session, recipient, docs) if docs else None
+
+        return await self._transaction(work)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def inboxes(self, users: Sequence[str]) -> dict[str, Inbox]:
+        """The inboxes of several users in one round trip (empty ones for users with none)."""
+        found = {doc["_id"]: _Position.from_document(doc).inbox(doc["_id"])
+                 async for doc in self._inboxes.find({"_id": {"$in": list(users)}})}
+        return {user: found.get(user) or Inbox(user=user) for user in users}
+
+    async def inbox(self, user: str) -> Inbox:
+        """One user's inbox position and badge."""
+        doc = await self._inboxes.find_one({"_id": user})
+        return _Position.from_document(doc).inbox(user) if doc else Inbox(user=user)
+
+    async def by_source(self, source: str) -> list[Notification]:
+        """What was stored for one idempotency source, oldest first."""
+        cursor = self._coll.find({"source": source}).sort("_id", ASCENDING)
+        return [Notification.from_document(doc) async for doc in cursor]
 
     async def page(
-        self, recipient: str, *, before: ObjectId | None, limit: int, unread_only: bool
+        self, recipient: str, *, before: ObjectId | None, limit: int, unread_only: bool,
+        upto: ObjectId | None = None,
     ) -> list[Notification]:
-        """Up to ``limit`` notifications older than ``before``, newest first."""
+        """Up to ``limit`` notifications older than ``before`` (and not newer than ``upto``), newest first."""
         query: dict[str, Any] = {"recipient": recipient}
         if unread_only:
             query["read"] = False
+        bounds: dict[str, ObjectId] = {}
         if before is not None:
-            query["_id"] = {"$lt": before}
+            bounds["$lt"] = before
+        if upto is not None:
+            bounds["$lte"] = upto
+        if bounds:
+            query["_id"] = bounds
         cursor = self._coll.find(query).sort("_id", DESCENDING).limit(limit)
         return [Notification.from_document(doc) async for doc in cursor]
 
-    async def after(self, recipient: str, after: ObjectId, *, limit: int) -> list[Notification]:
-        """Up to ``limit`` notifications newer than ``after``, oldest first."""
-        cursor = (
-            self._coll.find({"recipient": recipient, "_id": {"$gt": after}})
-            .sort("_id", ASCENDING)
-            .limit(limit)
-        )
+    async def after(self, recipient: str, after: ObjectId, *, upto: ObjectId | None = None,
+                    limit: int) -> list[Notification]:
+        """Up to ``limit`` notifications newer than ``after`` (and not newer than ``upto``), oldest first."""
+        bounds: dict[str, ObjectId] = {"$gt": after}
+        if upto is not None:
+            bounds["$lte"] = upto
+        cursor = self._coll.find({"recipient": recipient, "_id": bounds}).sort("_id", ASCENDING).limit(limit)
         return [Notification.from_document(doc) async for doc in cursor]
-
-    async def unread_count(self, recipient: str) -> int:
-        """How many unread notifications a recipient has."""
-        return await self._coll.count_documents({"recipient": recipient, "read": False})
-
-    async def unread_counts(self, recipients: Sequence[str]) -> dict[str, int]:
-        """Unread counts of several recipients in one round trip (0 for those with none)."""
-        pipeline = [
-            {"$match": {"recipient": {"$in": list(recipients)}, "read": False}},
-            {"$group": {"_id": "$recipient", "n": {"$sum": 1}}},
-        ]
-        counts = dict.fromkeys(recipients, 0)
-        async for doc in await self._coll.aggregate(pipeline):
-            counts[doc["_id"]] = doc["n"]
-        return counts
-
-    async def trim(self, recipients: Sequence[str]) -> int:
-        """Keep only the newest ``max_per_user`` notifications of each recipient; return how many went."""
-        cap = self.max_per_user
-        over = self._coll.aggregate([
-            {"$match": {"recipient": {"$in": list(recipients)}}},
-            {"$group": {"_id": "$recipient", "n": {"$sum": 1}}},
-            {"$match": {"n": {"$gt": cap}}},
-        ])
-        removed = 0
-        async for doc in await over:
-            # The newest notification that falls outside the cap, and everything older.
-            boundary = await self._coll.find({"recipient": doc["_id"]}, {"_id": 1}).sort(
-                "_id", DESCENDING).skip(cap).limit(1).to_list(1)
-            if boundary:
-                result = await self._coll.delete_many({"recipient": doc["_id"], "_id": {"$lte": boundary[0]["_id"]}})
-                removed += result.deleted_count
-        return removed
-
-    async def mark_read(self, recipient: str, ids: Sequence[ObjectId]) -> list[ObjectId]:
-        """Mark some of a recipient's notifications read; return the ids that changed."""
-        query = {"recipient": recipient, "_id": {"$in": list(ids)}, "read": False}
-        changed = [doc["_id"] async for doc in self._coll.find(query, {"_id": 1})]
-        if changed:
-            await self._coll.update_many(
-                {"recipient": recipient, "_id": {"$in": changed}, "read": False}, {"$set": {"read": True}}
-            )
-        return changed
-
-    async def mark_all_read(self, recipient: str) -> int:
-        """Mark every notification of a recipient read; return how many changed."""
-        result = await self._coll.update_many({"recipient": recipient, "read": False}, {"$set": {"read": True}})
-        return result.modified_count
-
-    async def delete(self, recipient: str, id_: ObjectId) -> bool:
-        """Delete one of a recipient's notifications; False when there is no such one."""
-        doc = await self._coll.find_one({"recipient": recipient, "_id": id_}, {"source": 1})
-        if doc is None:
-            return False
-        if doc.get("source") is not None:
-            # First the tombstone, then the deletion: never a moment when a redelivery could
-            # store it again.
-            await self._tombstones.update_one(
-                {"_id": _tombstone(doc["source"], recipient)}, {"$setOnInsert": {"at": utcnow()}}, upsert=True
-            )
-        result = await self._coll.delete_one({"recipient": recipient, "_id": id_})
-        return result.deleted_count == 1
 
 
 def _tombstone(source: str, recipient: str) -> str:

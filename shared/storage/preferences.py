@@ -1,7 +1,7 @@
 """What each user does not want to be notified of."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -23,7 +23,11 @@ class PreferenceStore:
         await self._coll.update_one({"_id": user}, {"$set": {"disabled_types": types}}, upsert=True)
         return types
 
-    async def opted_out(self, users: Sequence[str], type_: str) -> set[str]:
-        """Which of ``users`` disabled ``type_`` (one query per batch)."""
-        cursor = self._coll.find({"_id": {"$in": list(users)}, "disabled_types": type_}, {"_id": 1})
-        return {doc["_id"] async for doc in cursor}
+    async def opted_out_of(self, wanted: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (user, type) pairs a user disabled, in one query for any number of pairs."""
+        pairs = set(wanted)
+        users = list({user for user, _ in pairs})
+        types = list({type_ for _, type_ in pairs})
+        cursor = self._coll.find({"_id": {"$in": users}, "disabled_types": {"$in": types}}, {"disabled_types": 1})
+        refused = {(doc["_id"], t) async for doc in cursor for t in doc.get("disabled_types", [])}
+        return pairs & refused

@@ -112,21 +112,27 @@ class DefectiveHandler:
     """A fake handler, named as such: it stands in for a defect that a record triggers, which no
     real service can be made to show on cue. It raises for post.liked and handles the rest."""
 
-    def __init__(self) -> None:
+    def __init__(self, runtime=None) -> None:
         self.attempts: dict[str, int] = {}
         self.handled = asyncio.Queue()
+        self.runtime = runtime
 
     async def handle(self, event) -> None:
         self.attempts[event.event_id] = self.attempts.get(event.event_id, 0) + 1
         if event.type == "post.liked":
+            if self.runtime is not None:
+                # A real error of the real MongoDB that the same input meets every time.
+                await self.runtime.db.command({"notACommand": 1})
             raise TypeError("a defect met by this record")
         await self.handled.put(event.event_id)
 
 
-async def test_a_record_that_meets_a_defect_is_dead_lettered_and_the_partition_goes_on(stack, settings, dlq):
+@pytest.mark.parametrize("defect", ["python", "mongodb"])
+async def test_a_record_that_meets_a_defect_is_dead_lettered_and_the_partition_goes_on(stack, settings, dlq,
+                                                                                        runtime, defect):
     topic = f"notihub.test.{uuid.uuid4().hex[:8]}"
     await asyncio.to_thread(stack.kafka.create_topics, {topic: 1})
-    handler = DefectiveHandler()
+    handler = DefectiveHandler(runtime if defect == "mongodb" else None)
     async with open_producer(settings, client_id="defect-test") as producer:
         consumer = EventConsumer(settings=settings, handler=handler, dlq=producer, worker_id="t0",
                                  topic=topic, group_id=f"notihub-test-{uuid.uuid4().hex[:8]}")
@@ -146,5 +152,7 @@ async def test_a_record_that_meets_a_defect_is_dead_lettered_and_the_partition_g
     assert handler.attempts[bad["event_id"]] == UNEXPECTED_ATTEMPTS
     assert parked.value == orjson.dumps(bad)
     headers = dict(parked.headers)
-    assert headers["notihub.reason"] == b"could not be handled: TypeError: a defect met by this record"
+    reason = {"python": b"could not be handled: TypeError: a defect met by this record",
+              "mongodb": b"could not be handled: OperationFailure: no such command: 'notACommand'"}[defect]
+    assert headers["notihub.reason"].startswith(reason), headers["notihub.reason"]
     assert headers["notihub.source"] == f"{topic}/0/0".encode()

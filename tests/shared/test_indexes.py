@@ -43,9 +43,10 @@ async def test_no_inbox_query_scans_a_collection(profiled):
     page = await service.page("u1", limit=2)
     await service.page("u1", cursor=page.next_cursor, limit=2, unread_only=True)
     ids = [n.id for n in page.notifications]
-    await service.missed("u1", ObjectId("000000000000000000000000"), limit=10)
+    await service.missed("u1", ObjectId("000000000000000000000000"), upto=ids[0], limit=10)
     await service.snapshot("u1", limit=20)
-    await service.unread_counts(["u1", "u3"])
+    await service.inboxes(["u1", "u3"])
+    await service.expire()
     await service.mark_read("u1", ids[:1])
     await service.mark_all_read("u3")
     await service.delete("u1", ids[1])
@@ -57,7 +58,7 @@ async def test_no_inbox_query_scans_a_collection(profiled):
     await service.disabled_types("u2")
 
     plans = [(doc["ns"], doc["op"], doc.get("planSummary", ""), doc.get("command", {}))
-             async for doc in db["system.profile"].find({"ns": {"$regex": r"\.(notifications|notification_tombstones|topic_subscribers|preferences|idempotency_keys)$"}})]
+             async for doc in db["system.profile"].find({"ns": {"$regex": r"\.(notifications|notification_tombstones|topic_subscribers|preferences|idempotency_keys|inboxes)$"}})]
     queried = [p for p in plans if p[1] in ("query", "command", "update", "remove", "getmore") and p[2]]
     assert len(queried) >= 15, plans
     scans = [p for p in queried if "COLLSCAN" in p[2]]

@@ -1,10 +1,14 @@
-"""The hub's ordering rules, driven directly against the real MongoDB: the races between a
-socket's sync and live delivery, made to happen deterministically."""
+"""The hub's invariants (see socket_server/hub.py), driven directly against the real MongoDB:
+the races between commits, a socket's sync and live delivery, made to happen deterministically."""
+import asyncio
+import datetime as dt
 import uuid
 
-from shared.bus import Delivered, Gap, ReadChanged
+import pytest
+
+from shared.bus import Delivered, Gap, ReadChanged, decode, delivered_messages
 from shared.i18n import Renderer
-from shared.ids import first_id_at, new_id
+from shared.ids import new_id
 from shared.models import Notification, utcnow
 from socket_server.hub import Hub
 
@@ -18,152 +22,277 @@ class Recorder:
     async def __call__(self, event, data, sid):
         self.sent.append((event, data, sid))
 
-    def ids(self, event="notification"):
-        return [d["id"] for e, d, _ in self.sent if e == event]
+    def ids(self, event="notification", sid=None):
+        return [d["id"] for e, d, s in self.sent if e == event and (sid is None or s == sid)]
+
+    def counts(self):
+        return [d["unread_count"] for e, d, _ in self.sent if "unread_count" in d]
 
 
 class Dropped(list):
-    """Stands in for disconnecting a socket: records the sids."""
+    """Stands in for closing a socket's transport: records the sids."""
 
     async def __call__(self, sid):
         self.append(sid)
 
 
+class Reads:
+    """A fake service, named as such: counts MongoDB reads, and fails them on cue (a failure
+    a real replica set cannot be made to show at one exact read)."""
+
+    def __init__(self, real):
+        self.real, self.fail, self.calls = real, False, 0
+
+    def __getattr__(self, name):
+        attr = getattr(self.real, name)
+        if not asyncio.iscoroutinefunction(attr):
+            return attr
+
+        async def read(*args, **kwargs):
+            self.calls += 1
+            if self.fail:
+                raise OSError("MongoDB went away")
+            return await attr(*args, **kwargs)
+
+        return read
+
+
 def make_hub(runtime, emit, drop=None, service=None):
     return Hub(service=service or runtime.service, renderer=Renderer(default_lang="en"), emit=emit,
-               drop=Dropped() if drop is None else drop, init_limit=20, replay_limit=500)
+               drop=Dropped() if drop is None else drop, init_limit=20, replay_limit=500, jitter=0)
 
 
-def note(user):
-    now = utcnow()
+def note(user, at=None):
+    now = at or utcnow()
     return Notification(id=new_id(now), type="post.liked", recipient=user, actor=None, created_at=now)
 
 
-async def test_a_replayed_notification_whose_live_copy_comes_later_is_sent_once(runtime):
-    user = f"hub-{uuid.uuid4().hex[:8]}"
+def new_user():
+    return f"hub-{uuid.uuid4().hex[:8]}"
+
+
+async def commit(runtime, *notes):
+    """Commit as the API does, without announcing; the bus messages that would announce it."""
+    stored = [s for s in await runtime.service.store.commit(list(notes)) if s is not None]
+    return stored, [decode(m) for m in delivered_messages(stored)]
+
+
+async def announce(hub, messages):
+    for message in messages:
+        await hub.handle(message)
+
+
+async def test_commit_assigns_positions_and_ids_in_commit_order(runtime):
+    user = new_user()
+    # Created first, committed last: an election held this write back.
+    late = note(user, utcnow() - dt.timedelta(seconds=5))
+    early_stored, _ = await commit(runtime, note(user), note(user))
+    [late_stored], _ = await commit(runtime, late)
+    assert [s.seq for s in early_stored] == [1, 2] and late_stored.seq == 3
+    # Its id was taken anew inside the commit: it sorts after everything committed before it.
+    assert late_stored.notification.id > early_stored[-1].notification.id > early_stored[0].notification.id
+    inbox = await runtime.service.inbox(user)
+    assert (inbox.seq, inbox.unread, inbox.total, inbox.last) == (3, 3, 3, late_stored.notification.id)
+
+
+async def test_a_write_held_back_during_a_reconnect_is_replayed_not_skipped(runtime):
+    """The out-of-order commit: a later write commits and is delivered, the client reconnects
+    with `since` = that one, then the earlier write commits: the replay must find it."""
+    user = new_user()
     emit = Recorder()
     hub = make_hub(runtime, emit)
-    before = first_id_at(utcnow())
-    committed = note(user)
-    # Committed but not yet announced on the bus.
-    await runtime.service.store.insert([committed])
-    conn = hub.attach("sid1", user=user, lang="en")
-    await hub.sync(conn, since=before)
-    assert emit.ids() == [str(committed.id)]
-    # Now its announcement arrives, after the sync has finished: no second copy.
-    await hub.handle(Delivered([committed]))
+    await hub.sync(hub.attach("sid1", user=user, lang="en"), since=None)
+    held_back = note(user)  # its id is taken now ...
     later = note(user)
-    await runtime.service.store.insert([later])
-    await hub.handle(Delivered([later]))
-    assert emit.ids() == [str(committed.id), str(later.id)]
+    _, messages = await commit(runtime, later)  # ... but this one commits first
+    await announce(hub, messages)
+    since = emit.ids()[-1]
+    assert since == str(later.id)
+    hub.detach("sid1")  # the client goes away
+    [stored], messages = await commit(runtime, held_back)
+    await announce(hub, messages)  # nobody to send it to on this worker
+    conn = hub.attach("sid2", user=user, lang="en")
+    from bson import ObjectId
+    await hub.sync(conn, since=ObjectId(since))
+    assert emit.ids(sid="sid2") == [str(stored.notification.id)]
+
+
+async def test_a_replayed_notification_whose_live_copy_comes_later_is_sent_once(runtime):
+    user = new_user()
+    emit = Recorder()
+    hub = make_hub(runtime, emit)
+    before, _ = await commit(runtime, note(user))
+    # Committed but not yet announced on the bus.
+    [committed], messages = await commit(runtime, note(user))
+    conn = hub.attach("sid1", user=user, lang="en")
+    await hub.sync(conn, since=before[0].notification.id)
+    assert emit.ids() == [str(committed.notification.id)]
+    # Now its announcement arrives, after the sync has finished: no second copy.
+    await announce(hub, messages)
+    [later], messages = await commit(runtime, note(user))
+    await announce(hub, messages)
+    assert emit.ids() == [str(committed.notification.id), str(later.notification.id)]
 
 
 async def test_without_since_what_init_showed_is_not_sent_again(runtime):
-    user = f"hub-{uuid.uuid4().hex[:8]}"
+    user = new_user()
     emit = Recorder()
     hub = make_hub(runtime, emit)
-    committed = note(user)
-    await runtime.service.store.insert([committed])
+    [committed], messages = await commit(runtime, note(user))
     conn = hub.attach("sid1", user=user, lang="ko")
     await hub.sync(conn, since=None)
     [(event, init, _)] = emit.sent
-    assert event == "init" and [n["id"] for n in init["notifications"]] == [str(committed.id)]
-    await hub.handle(Delivered([committed]))
+    assert event == "init" and [n["id"] for n in init["notifications"]] == [str(committed.notification.id)]
+    await announce(hub, messages)
     assert emit.ids() == []
 
 
-async def test_events_held_during_sync_follow_init_with_a_fresh_count(runtime):
-    user = f"hub-{uuid.uuid4().hex[:8]}"
+async def test_events_held_during_sync_follow_init_with_the_newest_count(runtime):
+    user = new_user()
     emit = Recorder()
     hub = make_hub(runtime, emit)
     conn = hub.attach("sid1", user=user, lang="en")
     # Arrive while the socket is still syncing: held back.
-    first, second = note(user), note(user)
-    await runtime.service.store.insert([first, second])
-    await hub.handle(Delivered([first, second]))
-    await hub.handle(ReadChanged(user=user, ids=[str(first.id)], all=False, unread_count=99))
+    stored, messages = await commit(runtime, note(user), note(user))
+    await announce(hub, messages)
+    changed = await runtime.service.store.mark_read(user, [stored[0].notification.id])
+    await hub.handle(ReadChanged(user=user, ids=[str(stored[0].notification.id)], all=False,
+                                 unread_count=changed.inbox.unread, ver=changed.inbox.ver))
     assert emit.sent == []
     await hub.sync(conn, since=None)
     events = [e for e, _, _ in emit.sent]
-    assert events[0] == "init"
+    assert events[0] == "init" and emit.sent[0][1]["unread_count"] == 1
     # Both were already in init, so only the read-state event follows, with the real count.
     assert events[1:] == ["notifications_read"]
-    assert emit.sent[1][1]["unread_count"] == 2
+    assert emit.sent[1][1]["unread_count"] == 1
 
 
-async def test_live_counts_are_read_when_sent(runtime):
-    user = f"hub-{uuid.uuid4().hex[:8]}"
+async def test_live_delivery_reads_nothing_from_mongodb_and_counts_follow_versions(runtime):
+    user = new_user()
+    emit = Recorder()
+    reads = Reads(runtime.service)
+    hub = make_hub(runtime, emit, service=reads)
+    await hub.sync(hub.attach("sid1", user=user, lang="en"), since=None)
+    stored, messages = await commit(runtime, note(user), note(user), note(user))
+    calls, reads.fail = reads.calls, True
+    await announce(hub, messages)
+    # Each says the count after its own commit, carried by the message.
+    assert [d["unread_count"] for e, d, _ in emit.sent if e == "notification"] == [1, 2, 3]
+    changed = await runtime.service.store.mark_read(user, [stored[0].notification.id])
+    read_event = ReadChanged(user=user, ids=[str(stored[0].notification.id)], all=False,
+                             unread_count=changed.inbox.unread, ver=changed.inbox.ver)
+    await hub.handle(read_event)
+    assert emit.sent[-1][1]["unread_count"] == 2
+    # An older count arriving late never overwrites a newer one.
+    [fourth], messages = await commit(runtime, note(user))
+    stale = ReadChanged(user=user, ids=[], all=False, unread_count=99, ver=1)
+    await announce(hub, messages)
+    await hub.handle(stale)
+    assert emit.counts()[-2:] == [3, 3]
+    assert reads.calls == calls
+
+
+async def test_a_lost_announcement_is_found_at_the_next_one(runtime):
+    user = new_user()
     emit = Recorder()
     hub = make_hub(runtime, emit)
-    conn = hub.attach("sid1", user=user, lang="en")
-    await hub.sync(conn, since=None)
-    notes = [note(user) for _ in range(3)]
-    await runtime.service.store.insert(notes)
-    # Announced one at a time, but all three were committed first: each says 3.
-    for n in notes:
-        await hub.handle(Delivered([n]))
-    assert [d["unread_count"] for e, d, _ in emit.sent if e == "notification"] == [3, 3, 3]
-    await runtime.service.store.mark_read(user, [notes[0].id])
-    await hub.handle(ReadChanged(user=user, ids=[str(notes[0].id)], all=False, unread_count=0))
-    assert emit.sent[-1][1]["unread_count"] == 2
+    await hub.sync(hub.attach("sid1", user=user, lang="en"), since=None)
+    [lost], _ = await commit(runtime, note(user))  # announced to nobody
+    [next_], messages = await commit(runtime, note(user))
+    await announce(hub, messages)
+    for _ in range(100):  # the catch-up runs in the background
+        if len(emit.ids()) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert emit.ids() == [str(lost.notification.id), str(next_.notification.id)]
+
+
+async def test_a_repeated_announcement_sends_nothing_twice(runtime):
+    user = new_user()
+    emit = Recorder()
+    hub = make_hub(runtime, emit)
+    await hub.sync(hub.attach("sid1", user=user, lang="en"), since=None)
+    _, messages = await commit(runtime, note(user), note(user))
+    await announce(hub, messages)
+    await announce(hub, messages)
+    assert len(emit.ids()) == 2
 
 
 async def test_after_a_bus_gap_live_sockets_get_what_the_gap_swallowed(runtime):
-    users = [f"hub-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    users = [new_user() for _ in range(3)]
     emit = Recorder()
     hub = make_hub(runtime, emit)
     for i, user in enumerate(users):
         await hub.sync(hub.attach(f"sid{i}", user=user, lang="en"), since=None)
-    swallowed = [note(user) for user in users]
-    await runtime.service.store.insert(swallowed)  # stored, but its announcement was lost
+    swallowed, _ = await commit(runtime, *(note(user) for user in users))  # announcements lost
     await hub.handle(Gap())
-    assert sorted(emit.ids()) == sorted(str(n.id) for n in swallowed)
+    await asyncio.gather(*hub._tasks)
+    assert sorted(emit.ids()) == sorted(str(s.notification.id) for s in swallowed)
     assert {sid for e, _, sid in emit.sent if e == "notification"} == {"sid0", "sid1", "sid2"}
     await hub.handle(Gap())  # nothing new: nothing sent twice
+    await asyncio.gather(*hub._tasks)
     assert len(emit.ids()) == 3
 
 
 async def test_a_gap_during_a_sync_is_caught_up_before_going_live(runtime):
-    user = f"hub-{uuid.uuid4().hex[:8]}"
+    user = new_user()
     hub = None
-    swallowed = note(user)
+    swallowed = []
 
     class GapDuringInit(Recorder):
         async def __call__(self, event, data, sid):
             await super().__call__(event, data, sid)
             if event == "init":
-                # After the sync read MongoDB: a notification is stored and its announcement lost.
-                await runtime.service.store.insert([swallowed])
+                # After the sync read MongoDB: a notification is committed and its announcement lost.
+                stored, _ = await commit(runtime, note(user))
+                swallowed.extend(stored)
                 await hub.handle(Gap())
 
     emit = GapDuringInit()
     hub = make_hub(runtime, emit)
     conn = hub.attach("sid1", user=user, lang="en")
     await hub.sync(conn, since=None)
-    assert emit.ids() == [str(swallowed.id)] and not conn.syncing
+    assert emit.ids() == [str(swallowed[0].notification.id)] and not conn.syncing
 
 
-async def test_a_socket_whose_catch_up_fails_is_disconnected(runtime):
-    user = f"hub-{uuid.uuid4().hex[:8]}"
+async def test_a_failed_sync_never_goes_live(runtime):
+    user = new_user()
+    emit = Recorder()
+    reads = Reads(runtime.service)
+    hub = make_hub(runtime, emit, service=reads)
+    conn = hub.attach("sid1", user=user, lang="en")
+    _, messages = await commit(runtime, note(user))
+    await announce(hub, messages)  # held: the socket is syncing
+    reads.fail = True
+    with pytest.raises(OSError):
+        await hub.sync(conn, since=None)
+    # Nothing was released: the client's `since` did not move past what it was never sent.
+    assert emit.sent == [] and conn.syncing
 
-    class FailingReads:
-        """A fake service, named as such: MongoDB failing for one read on cue."""
 
-        def __init__(self, real):
-            self.real, self.fail = real, False
-
-        def __getattr__(self, name):
-            return getattr(self.real, name)
-
-        async def missed(self, *args, **kwargs):
-            if self.fail:
-                raise OSError("MongoDB went away")
-            return await self.real.missed(*args, **kwargs)
-
-    service, emit, dropped = FailingReads(runtime.service), Recorder(), Dropped()
-    hub = make_hub(runtime, emit, drop=dropped, service=service)
+async def test_a_socket_whose_catch_up_fails_is_closed(runtime):
+    user = new_user()
+    reads, emit, dropped = Reads(runtime.service), Recorder(), Dropped()
+    hub = make_hub(runtime, emit, drop=dropped, service=reads)
     conn = hub.attach("sid1", user=user, lang="en")
     await hub.sync(conn, since=None)
-    service.fail = True
-    await hub.handle(Gap())
-    assert dropped == ["sid1"] and not conn.syncing
+    await commit(runtime, note(user))
+    _, messages = await commit(runtime, note(user))
+    reads.fail = True
+    await announce(hub, messages)  # a gap: it must read MongoDB, which fails
+    await asyncio.gather(*hub._tasks)
+    assert dropped == ["sid1"] and conn.syncing and emit.ids() == []
+
+
+async def test_a_socket_too_far_behind_is_closed(runtime):
+    user = new_user()
+    emit, dropped = Recorder(), Dropped()
+    hub = Hub(service=runtime.service, renderer=Renderer(default_lang="en"), emit=emit, drop=dropped,
+              init_limit=20, replay_limit=500, max_held=3, jitter=0)
+    hub.attach("sid1", user=user, lang="en")  # syncing: everything is held
+    _, messages = await commit(runtime, *(note(user) for _ in range(5)))
+    for message in messages:
+        for item in message.items:
+            await hub.handle(Delivered(message.contents, [item]))
+    await asyncio.gather(*hub._tasks)
+    assert dropped == ["sid1"]

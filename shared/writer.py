@@ -1,0 +1,126 @@
+"""Group commit: the notifications of concurrent requests and events share one transaction.
+
+One writing task per process takes everything queued since its last commit and commits it
+as one batch (one preference read and one majority transaction for many requests), then
+announces the batch on the bus
+(one message for many notifications, each content once). A request waits only for the commit
+it is part of; while a commit is in flight the next batch gathers, so batches grow with load
+and cost nothing when idle.
+
+Failure behaviour: a commit that fails fails every request in its batch (each answers 503 and
+its producer retries, with the same idempotency key). A publish that fails after the commit
+does not fail the requests: the notifications are stored and have positions, so socket workers
+find them from MongoDB (at the recipient's next notification, the position check, or a bus gap).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+
+from . import metrics
+from .bus import EventBus
+from .models import Notification, Stored
+from .storage.mongo import transient
+from .storage.notifications import COMMIT_BATCH, NotificationStore
+from .storage.preferences import PreferenceStore
+
+logger = logging.getLogger(__name__)
+
+AfterCommit = Callable[[Sequence[Stored]], Awaitable[None]]
+
+
+class GroupWriter:
+    """Commits queued notifications in batches and announces them."""
+
+    def __init__(self, *, store: NotificationStore, preferences: PreferenceStore, bus: EventBus,
+                 after_commit: AfterCommit | None = None, max_batch: int = COMMIT_BATCH) -> None:
+        self._store = store
+        self._preferences = preferences
+        self._bus = bus
+        self._after_commit = after_commit
+        self._max_batch = max_batch
+        self._queue: list[tuple[Sequence[Notification], asyncio.Future[list[Stored]]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._alone = 0
+
+    async def write(self, notifications: Sequence[Notification]) -> list[Stored]:
+        """Commit notifications (with others queued meanwhile); what was new, as stored."""
+        if not notifications:
+            return []
+        future: asyncio.Future[list[Stored]] = asyncio.get_running_loop().create_future()
+        self._queue.append((notifications, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    def _take(self) -> list[tuple[Sequence[Notification], asyncio.Future[list[Stored]]]]:
+        # After a batch failed for its data, its requests are committed one at a time.
+        alone = self._alone > 0
+        self._alone -= alone
+        taken, size = [], 0
+        while self._queue and not (taken and (alone or size + len(self._queue[0][0]) > self._max_batch)):
+            entry = self._queue.pop(0)
+            if entry[1].done():  # its request went away
+                continue
+            taken.append(entry)
+            size += len(entry[0])
+        return taken
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch = self._take()
+            if not batch:
+                continue
+            try:
+                aligned = await self._commit([n for notifications, _ in batch for n in notifications])
+            except Exception as exc:
+                if len(batch) > 1 and not (isinstance(exc, PyMongoError) and transient(exc)):
+                    # One request's data may be what MongoDB refuses: commit each on its own,
+                    # so that it fails alone.
+                    self._queue[:0] = [(notifications, future) for notifications, future in batch]
+                    self._alone = len(batch)
+                    continue
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            stored = [s for s in aligned if s is not None]
+            metrics.NOTIFICATIONS_STORED.inc(len(stored))
+            metrics.COMMIT_BATCH.observe(len(stored))
+            start = 0
+            for notifications, future in batch:
+                own = [s for s in aligned[start : start + len(notifications)] if s is not None]
+                start += len(notifications)
+                if not future.done():
+                    future.set_result(own)
+            await self._announce(stored)
+
+    async def _commit(self, notifications: list[Notification]) -> list[Stored | None]:
+        # A recipient who disabled a type gets nothing of it, whichever path produced it: one
+        # preference read for the whole batch.
+        refused = await self._preferences.opted_out_of((n.recipient, n.type) for n in notifications)
+        wanted = [i for i, n in enumerate(notifications) if (n.recipient, n.type) not in refused]
+        committed = await self._store.commit([notifications[i] for i in wanted]) if wanted else []
+        aligned: list[Stored | None] = [None] * len(notifications)
+        for i, stored in zip(wanted, committed):
+            aligned[i] = stored
+        return aligned
+
+    async def _announce(self, stored: Sequence[Stored]) -> None:
+        if not stored:
+            return
+        try:
+            await self._bus.deliver(stored)
+        except (RedisError, OSError, TimeoutError) as exc:
+            metrics.BUS_PUBLISH_FAILURES.inc()
+            logger.warning("could not announce %d stored notifications (%s); workers will find them in MongoDB",
+                           len(stored), exc)
+        if self._after_commit is not None:
+            try:
+                await self._after_commit(stored)
+            except Exception:
+                logger.exception("after-commit work failed")

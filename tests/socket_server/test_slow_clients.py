@@ -1,0 +1,49 @@
+"""A client that stops reading is closed instead of growing the worker's memory; it reconnects and
+replays from `since`. Driven with a hand-made Engine.IO long-polling client that connects, then
+never polls again (a browser tab frozen in the background does just that)."""
+import asyncio
+
+import orjson
+
+
+async def _polling_session(http, base, token):
+    async with http.get(f"{base}/socket.io/?EIO=4&transport=polling") as resp:
+        assert resp.status == 200
+        open_packet = (await resp.text()).split("\x1e")[0]
+    sid = orjson.loads(open_packet[1:])["sid"]
+    url = f"{base}/socket.io/?EIO=4&transport=polling&sid={sid}"
+    connect = "40/notifications," + orjson.dumps({"token": token, "lang": "en"}).decode()
+    async with http.post(url, data=connect) as resp:
+        assert resp.status == 200
+    async with http.get(url) as resp:  # the namespace's CONNECT (and maybe init)
+        assert resp.status == 200 and "40/notifications" in await resp.text()
+    return url
+
+
+async def _dropped_count(http, url):
+    async with http.get(url + "/metrics") as resp:
+        for line in (await resp.text()).splitlines():
+            if line.startswith("notihub_sockets_dropped_slow_total"):
+                return float(line.split()[-1])
+    return 0.0
+
+
+async def test_a_client_that_stops_reading_is_closed_and_others_keep_theirs(hub, http, js, stack):
+    limit = hub.settings.max_socket_queue
+    worker = stack.worker_urls["w0"]
+    slow_user, other_user = hub.new_user("slow"), hub.new_user("reader")
+    url = await _polling_session(http, worker, hub.token(slow_user))
+    reader = await hub.connect(js, "reader", other_user)
+    await reader.wait_for("init")
+    dropped_before = await _dropped_count(http, worker)
+    # More notifications than the worker queues for one client, then one for a reading client.
+    for start in range(0, limit + 10, 20):
+        await asyncio.gather(*(hub.publish([slow_user]) for _ in range(20)))
+    status, body = await hub.publish([other_user])
+    await reader.wait_for("notification", predicate=lambda n: n["id"] == body["notifications"][0]["id"])
+    assert await _dropped_count(http, worker) == dropped_before + 1
+    # The frozen client's session is over: its next poll is told so, not handed hundreds of packets.
+    async with http.get(url) as resp:
+        text = await resp.text()
+    assert resp.status == 400 or text.startswith("1") or text.endswith("\x1e1"), (resp.status, text[:200])
+    assert text.count("notification") < limit
