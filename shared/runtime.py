@@ -86,11 +86,12 @@ async def open_runtime(settings: Settings, *, app_name: str) -> AsyncIterator[Ru
         store = NotificationStore(db=db, retention=settings.retention, max_per_user=settings.max_per_user)
         idempotency = IdempotencyStore(db=db, keep_hours=settings.idempotency_hours)
         topics = TopicStore(db=db)
-        for indexed in (store, idempotency, topics):
+        preferences = PreferenceStore(db=db)
+        for indexed in (store, idempotency, topics, preferences):
             await indexed.ensure_indexes()
         bus = EventBus(redis=redis, channel=f"{settings.channel_prefix}:events", timeout=settings.redis_timeout)
         service = NotificationService(store=store, idempotency=idempotency, topics=topics,
-                                      preferences=PreferenceStore(db=db), bus=bus)
+                                      preferences=preferences, bus=bus)
         yield Runtime(settings=settings, mongo=mongo, db=db, redis=redis, bus=bus, service=service)
     finally:
         await redis.aclose()

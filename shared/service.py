@@ -59,7 +59,7 @@ class NotificationService:
         self.bus = bus
         self.max_page = max_page
         self.default_page = default_page
-        self.writer = GroupWriter(store=store, preferences=preferences, bus=bus, after_commit=self._after_commit)
+        self.writer = GroupWriter(store=store, bus=bus, after_commit=self._after_commit)
         # Users over the per-user cap, trimmed off the hot path by one task at a time.
         self._over_cap: set[str] = set()
         self._trimmer: asyncio.Task[None] | None = None

@@ -1,7 +1,7 @@
 """Group commit: the notifications of concurrent requests and events share one transaction.
 
 One writing task per process takes everything queued since its last commit and commits it
-as one batch (one preference read and one majority transaction for many requests), then
+as one batch (one majority transaction for many requests, preferences read with the inboxes), then
 announces the batch on the bus
 (one message for many notifications, each content once). A request waits only for the commit
 it is part of; while a commit is in flight the next batch gathers, so batches grow with load
@@ -26,7 +26,6 @@ from .bus import EventBus
 from .models import Notification, Stored
 from .storage.mongo import transient
 from .storage.notifications import COMMIT_BATCH, NotificationStore
-from .storage.preferences import PreferenceStore
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +35,9 @@ AfterCommit = Callable[[Sequence[Stored]], Awaitable[None]]
 class GroupWriter:
     """Commits queued notifications in batches and announces them."""
 
-    def __init__(self, *, store: NotificationStore, preferences: PreferenceStore, bus: EventBus,
-                 after_commit: AfterCommit | None = None, max_batch: int = COMMIT_BATCH) -> None:
+    def __init__(self, *, store: NotificationStore, bus: EventBus, after_commit: AfterCommit | None = None,
+                 max_batch: int = COMMIT_BATCH) -> None:
         self._store = store
-        self._preferences = preferences
         self._bus = bus
         self._after_commit = after_commit
         self._max_batch = max_batch
@@ -76,7 +74,7 @@ class GroupWriter:
             if not batch:
                 continue
             try:
-                aligned = await self._commit([n for notifications, _ in batch for n in notifications])
+                aligned = await self._store.commit([n for notifications, _ in batch for n in notifications])
             except Exception as exc:
                 if len(batch) > 1 and not (isinstance(exc, PyMongoError) and transient(exc)):
                     # One request's data may be what MongoDB refuses: commit each on its own,
@@ -98,17 +96,6 @@ class GroupWriter:
                 if not future.done():
                     future.set_result(own)
             await self._announce(stored)
-
-    async def _commit(self, notifications: list[Notification]) -> list[Stored | None]:
-        # A recipient who disabled a type gets nothing of it, whichever path produced it: one
-        # preference read for the whole batch.
-        refused = await self._preferences.opted_out_of((n.recipient, n.type) for n in notifications)
-        wanted = [i for i, n in enumerate(notifications) if (n.recipient, n.type) not in refused]
-        committed = await self._store.commit([notifications[i] for i in wanted]) if wanted else []
-        aligned: list[Stored | None] = [None] * len(notifications)
-        for i, stored in zip(wanted, committed):
-            aligned[i] = stored
-        return aligned
 
     async def _announce(self, stored: Sequence[Stored]) -> None:
         if not stored:

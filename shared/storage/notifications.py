@@ -63,11 +63,13 @@ class _Position:
     unread: int = 0
     total: int = 0
     ver: int = 0
+    disabled: frozenset[str] = frozenset()
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> "_Position":
         return cls(seq=doc.get("seq", 0), last=doc.get("last"), unread=doc.get("unread", 0),
-                   total=doc.get("total", 0), ver=doc.get("ver", 0))
+                   total=doc.get("total", 0), ver=doc.get("ver", 0),
+                   disabled=frozenset(doc.get("disabled_types", ())))
 
     def inbox(self, user: str) -> Inbox:
         return Inbox(user=user, seq=self.seq, last=self.last, unread=self.unread, total=self.total, ver=self.ver)
@@ -151,7 +153,8 @@ class NotificationStore:
     async def _positions(self, session: AsyncClientSession, users: Sequence[str]) -> dict[str, _Position]:
         """The inboxes of ``users`` as this transaction sees them."""
         docs = {doc["_id"]: doc async for doc in self._inboxes.find({"_id": {"$in": list(users)}}, session=session)}
-        missing = [u for u in users if u not in docs]
+        # A document that holds only preferences has no positions yet.
+        missing = [u for u in users if "seq" not in docs.get(u, ())]
         positions = {u: _Position.from_document(doc) for u, doc in docs.items()}
         if missing:
             # First write of these users: start from what is already stored (if anything).
@@ -161,11 +164,11 @@ class NotificationStore:
                             "unread": {"$sum": {"$cond": [{"$eq": ["$read", False]}, 1, 0]}},
                             "last": {"$max": "$_id"}}},
             ]
-            for user in missing:
-                positions[user] = _Position()
             async for doc in await self._coll.aggregate(pipeline, session=session):
-                positions[doc["_id"]] = _Position(seq=doc["total"], last=doc["last"], unread=doc["unread"],
-                                                  total=doc["total"])
+                p = positions.setdefault(doc["_id"], _Position())
+                p.seq, p.last, p.unread, p.total = doc["total"], doc["last"], doc["unread"], doc["total"]
+            for user in missing:
+                positions.setdefault(user, _Position())
         return positions
 
     async def _save(self, session: AsyncClientSession, positions: dict[str, _Position]) -> None:
@@ -179,8 +182,9 @@ class NotificationStore:
     async def commit(self, notifications: Sequence[Notification]) -> list[Stored | None]:
         """Store new notifications, with their positions and ids chosen in commit order.
 
-        The answer is aligned with ``notifications``: None for one left out, because it repeats
-        one stored before (same source and recipient) or one the user deleted. If a repeat
+        The answer is aligned with ``notifications``: None for one left out, because its
+        recipient disabled its type, or it repeats one stored before (same source and recipient)
+        or one the user deleted. If a repeat
         commits concurrently, the transaction fails on the unique index and is done again
         without it.
         """
@@ -202,17 +206,23 @@ class NotificationStore:
             result.extend(stored.get(i) for i in range(len(batch)))
         return result
 
-    async def _commit(self, session: AsyncClientSession, batch: Sequence[Notification]) -> list[Stored]:
+    async def _commit(self, session: AsyncClientSession, batch: Sequence[Notification]) -> list[Stored | None]:
         positions = await self._positions(session, list(dict.fromkeys(n.recipient for n in batch)))
-        stored: list[Stored] = []
+        stored: list[Stored | None] = []
         for n in batch:
             p = positions[n.recipient]
+            if n.type in p.disabled:
+                # The recipient does not want this type, whichever path produced it.
+                stored.append(None)
+                continue
             id_ = n.id if p.last is None or n.id > p.last else new_id_after(p.last, n.created_at)
             p.seq, p.last, p.unread, p.total, p.ver = p.seq + 1, id_, p.unread + 1, p.total + 1, p.ver + 1
             stored.append(Stored(dataclasses.replace(n, id=id_), seq=p.seq, unread=p.unread, ver=p.ver, total=p.total))
-        await self._coll.insert_many([{**s.notification.to_document(), "seq": s.seq} for s in stored],
-                                     session=session)
-        await self._save(session, positions)
+        new = [s for s in stored if s is not None]
+        if new:
+            await self._coll.insert_many([{**s.notification.to_document(), "seq": s.seq} for s in new],
+                                         session=session)
+            await self._save(session, {s.notification.recipient: positions[s.notification.recipient] for s in new})
         return stored
 
     async def _fresh(self, batch: Sequence[Notification]) -> list[tuple[int, Notification]]:
