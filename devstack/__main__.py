@@ -44,6 +44,8 @@ environment (all optional):
   NOTIHUB_KAFKA_LIBS         Kafka jar cache (default ~/.cache/notihub/kafka-<version>/libs)
   NOTIHUB_INGEST_WORKERS     number of ingest workers, when the repo has ingest/ (default 1)
   NOTIHUB_INGEST_BASE_PORT   ingest worker i serves /healthz on base+i (default 8300)
+  NOTIHUB_DRAIN_SECONDS      a socket worker drains this long after SIGTERM; stopping it
+                             waits that plus 10 s before SIGKILL (default 10)
   NOTIHUB_REDIS_URL / NOTIHUB_MONGO_URL / NOTIHUB_KAFKA_BOOTSTRAP
                              use these services instead of starting local ones
 """

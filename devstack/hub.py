@@ -40,9 +40,12 @@ class HubProcess:
         log_path: str | os.PathLike[str],
         cwd: str | os.PathLike[str] = REPO_ROOT,
         python: str = sys.executable,
+        stop_timeout: float = 10.0,
     ) -> None:
         self.name = name
         self.port = port
+        # How long stop() waits after SIGTERM before SIGKILL.
+        self.stop_timeout = stop_timeout
         self.process = ManagedProcess(
             name=name,
             argv=[python, "-m", module, "--host", "127.0.0.1", "--port", str(port), *args],
@@ -57,11 +60,13 @@ class HubProcess:
         return cls(name="api", module="api_server", args=[], port=port, env=env, log_path=log_path, **kwargs)  # type: ignore[arg-type]
 
     @classmethod
-    def socket_worker(cls, *, worker_id: str, port: int, env: Mapping[str, str], log_path: str | os.PathLike[str], **kwargs: object) -> "HubProcess":
-        """One Socket.IO worker."""
+    def socket_worker(cls, *, worker_id: str, port: int, env: Mapping[str, str], log_path: str | os.PathLike[str],
+                      drain_seconds: float = 10.0, **kwargs: object) -> "HubProcess":
+        """One Socket.IO worker; after SIGTERM it drains for up to drain_seconds, then exits."""
         return cls(
             name=worker_id, module="socket_server", args=["--worker-id", worker_id],
-            port=port, env=env, log_path=log_path, **kwargs,  # type: ignore[arg-type]
+            port=port, env=env, log_path=log_path, stop_timeout=drain_seconds + 10,
+            **kwargs,  # type: ignore[arg-type]
         )
 
     @property
@@ -88,9 +93,9 @@ class HubProcess:
             self.process.stop(5)
             raise
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the process."""
-        self.process.stop(timeout)
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the process: SIGTERM, then SIGKILL after timeout (default stop_timeout) seconds."""
+        self.process.stop(self.stop_timeout if timeout is None else timeout)
 
     def kill(self) -> None:
         """SIGKILL the process (for failure tests)."""
@@ -98,5 +103,5 @@ class HubProcess:
 
     def restart(self, timeout: float = 30.0) -> None:
         """Stop (if running) and start the process again."""
-        self.process.stop(5)
+        self.stop()
         self.start(timeout)

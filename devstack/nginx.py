@@ -70,7 +70,7 @@ http {{
     }}
 
 {worker_upstreams}
-    # New handshakes (no sid yet) are spread round-robin; a dead worker is skipped.
+    # New handshakes (no sid yet) are spread round-robin; a dead or draining worker is skipped.
     upstream notihub_sockets {{
 {socket_servers}
     }}
@@ -125,7 +125,9 @@ http {{
             proxy_send_timeout 3600s;
             proxy_buffering off;
             proxy_connect_timeout 2s;
-            proxy_next_upstream error timeout;
+            # A draining worker (rolling deploy) answers new handshakes 503: they go to another worker.
+            # Requests of a session (?sid=) have one server only, so they still reach theirs.
+            proxy_next_upstream error timeout http_503;
         }}
 
         location / {{

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Mapping, Protocol
@@ -30,6 +31,7 @@ DEFAULTS = {
     "NOTIHUB_KAFKA_HEAP": "512m",
     "NOTIHUB_INGEST_WORKERS": "1",
     "NOTIHUB_INGEST_BASE_PORT": "8300",
+    "NOTIHUB_DRAIN_SECONDS": "10",
 }
 
 
@@ -73,6 +75,8 @@ class Stack:
         if n_workers < 1:
             raise ValueError("NOTIHUB_SOCKET_WORKERS must be at least 1")
         self.worker_ids = [f"w{i}" for i in range(n_workers)]
+        # A socket worker drains this long after SIGTERM (see socket_server/drain.py).
+        self.drain_seconds = _int(env, "NOTIHUB_DRAIN_SECONDS")
         delayed = env.get("NOTIHUB_MONGO_DELAYED_SECS")
         kafka_switch = (env.get("NOTIHUB_KAFKA") or "on").strip().lower()
         if kafka_switch not in ("on", "off"):
@@ -230,7 +234,7 @@ class Stack:
             for i, wid in enumerate(self.worker_ids):
                 hub = HubProcess.socket_worker(
                     worker_id=wid, port=self.socket_base_port + i, env=env,
-                    log_path=self.log_dir / f"{wid}.log", cwd=REPO_ROOT,
+                    log_path=self.log_dir / f"{wid}.log", cwd=REPO_ROOT, drain_seconds=self.drain_seconds,
                 )
                 self.socket_workers[wid] = hub
                 self._timed(wid, hub.start)
@@ -263,6 +267,9 @@ class Stack:
 
     def stop(self) -> None:
         """Stop everything that was started, in reverse order; one failure does not stop the rest."""
+        # Socket workers drain after SIGTERM: all of them at once, not one after the other.
+        for hub in self.socket_workers.values():
+            hub.process.signal(signal.SIGTERM)
         # Also covers an item whose start() failed half-way (it is not in _started yet).
         pending = [
             self.nginx,
@@ -293,6 +300,12 @@ class Stack:
         """SIGKILL socket worker wid (for failure tests)."""
         self.socket_workers[wid].kill()
 
+    def terminate_worker(self, wid: str) -> ManagedProcess:
+        """SIGTERM socket worker wid and return its process at once: it drains, then exits by itself."""
+        process = self.socket_workers[wid].process
+        process.signal(signal.SIGTERM)
+        return process
+
     def restart_worker(self, wid: str, timeout: float = 30.0) -> None:
         """Start socket worker wid again (same port) and wait for its /healthz."""
         self.socket_workers[wid].restart(timeout)
@@ -304,6 +317,43 @@ class Stack:
     def restart_ingest_worker(self, iid: str, timeout: float = 30.0) -> None:
         """Start ingest worker iid again (same port) and wait for its /healthz."""
         self.ingest_workers[iid].restart(timeout)
+
+    def kill_redis(self) -> None:
+        """SIGKILL the stack's redis-server (for failure tests); without persistence its data is gone."""
+        self._own_redis().kill()
+
+    def start_redis(self, timeout: float = 15.0) -> None:
+        """Start the stack's redis-server again (same port, empty) and wait until it answers PING."""
+        self._own_redis().start(timeout)
+
+    def restart_redis(self, down_for: float = 0.0, timeout: float = 15.0) -> None:
+        """SIGKILL redis-server, keep it down for down_for seconds, then start it again."""
+        self.kill_redis()
+        time.sleep(down_for)  # holding the fault for a fixed time, not waiting for anything
+        self.start_redis(timeout)
+
+    def _own_redis(self) -> RedisServer:
+        if self.redis is None:
+            raise RuntimeError("Redis is given by NOTIHUB_REDIS_URL: this stack does not run it")
+        return self.redis
+
+    def stop_kafka(self, timeout: float = 20.0) -> None:
+        """Stop the stack's Kafka broker (controlled shutdown; for failure tests)."""
+        self._own_kafka().stop(timeout)
+
+    def start_kafka(self, timeout: float = 90.0) -> None:
+        """Start the stack's Kafka broker again (same ports and data dir) and wait until it answers."""
+        self._own_kafka().start(timeout)
+
+    def restart_kafka(self, timeout: float = 90.0) -> None:
+        """Stop the stack's Kafka broker and start it again."""
+        self.stop_kafka()
+        self.start_kafka(timeout)
+
+    def _own_kafka(self) -> KafkaBroker:
+        if self.kafka is None:
+            raise RuntimeError("this stack runs no Kafka broker (NOTIHUB_KAFKA_BOOTSTRAP or NOTIHUB_KAFKA=off)")
+        return self.kafka
 
     def restart_api(self, timeout: float = 30.0) -> None:
         """Start the API again (same port) and wait for its /healthz."""

@@ -47,6 +47,12 @@ class NotFound(HubError):
     status = 404
 
 
+class UnknownEvent(NotFound):
+    """A socket event with no handler, or a reserved name (``connect``) sent as an event."""
+
+    code = "unknown_event"
+
+
 class MethodNotAllowed(HubError):
     code = "method_not_allowed"
     status = 405
@@ -77,6 +83,12 @@ class Unavailable(HubError):
 
     code = "unavailable"
     status = 503
+
+
+class Draining(Unavailable):
+    """This socket worker is shutting down (a rolling deploy); another one takes the connection."""
+
+    code = "draining"
 
 
 class InternalError(HubError):

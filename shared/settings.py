@@ -76,6 +76,7 @@ class Settings:
     replay_limit: int = 500
     init_limit: int = 20
     max_connections_per_user: int = 50
+    drain_seconds: int = 10
     idempotency_hours: int = 24
     ingest_concurrency: int = 32
     log_level: str = "INFO"
@@ -140,6 +141,7 @@ class Settings:
                 env, "NOTIHUB_MAX_CONNECTIONS_PER_USER", defaults.max_connections_per_user, 1
             ),
             ingest_concurrency=_int(env, "NOTIHUB_INGEST_CONCURRENCY", defaults.ingest_concurrency, 1),
+            drain_seconds=_int(env, "NOTIHUB_DRAIN_SECONDS", defaults.drain_seconds, 0),
             log_level=(env.get("NOTIHUB_LOG_LEVEL") or defaults.log_level).upper(),
             mongo_timeout_ms=_int(env, "NOTIHUB_MONGO_TIMEOUT_MS", defaults.mongo_timeout_ms, 100),
             redis_timeout=_int(env, "NOTIHUB_REDIS_TIMEOUT_MS", int(defaults.redis_timeout * 1000), 100) / 1000,

@@ -8,11 +8,11 @@ from shared import logs
 from shared.settings import Settings
 from shared.web import run
 
-from .app import create_app
+from .app import DRAINER, create_app
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse the command line and serve Socket.IO until SIGINT/SIGTERM."""
+    """Parse the command line and serve Socket.IO until SIGINT, or SIGTERM and a drain."""
     parser = argparse.ArgumentParser(
         prog="python -m socket_server",
         description="notihub socket worker (Socket.IO namespace /notifications). "
@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     logs.setup(settings.log_level, name=args.worker_id)
     settings.warn_if_local()
-    run(create_app(settings, worker_id=args.worker_id), host=args.host, port=args.port)
+    app = create_app(settings, worker_id=args.worker_id)
+    app[DRAINER].install(app)
+    run(app, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,7 @@ from shared.runtime import Runtime, open_runtime
 from shared.settings import Settings
 from shared.tokens import TokenVerifier
 
+from .drain import Drainer
 from .engine import FastJson, WorkerServer
 from .hub import Hub
 from .namespace import NAMESPACE, NotificationsNamespace, reconnect
@@ -27,6 +29,7 @@ RUNTIME = web.AppKey("runtime", Runtime)
 SIO = web.AppKey("sio", WorkerServer)
 HUB = web.AppKey("hub", Hub)
 BUS_READY = web.AppKey("bus_ready", asyncio.Event)
+DRAINER = web.AppKey("drainer", Drainer)
 
 
 def create_sio(settings: Settings, *, worker_id: str) -> WorkerServer:
@@ -94,6 +97,15 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
     app[SIO] = sio
     app[BUS_READY] = asyncio.Event()
     renderer = Renderer(default_lang=settings.default_lang)
+
+    def open_sockets() -> list[str]:
+        hub = app.get(HUB)
+        return [sid for _, sid in hub.sockets()] if hub is not None else []
+
+    # Draining for rolling deploys; __main__ makes SIGTERM start it (drain.py).
+    app[DRAINER] = Drainer(seconds=settings.drain_seconds, sockets=open_sockets,
+                           close=functools.partial(reconnect, sio))
+    app.middlewares.append(app[DRAINER].middleware)
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         async with open_runtime(settings, app_name=f"notihub-socket-{worker_id}") as runtime:

@@ -12,7 +12,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from shared import metrics
-from shared.errors import HubError, InternalError, InvalidRequest, TooManyConnections, Unavailable
+from shared.errors import HubError, InternalError, InvalidRequest, TooManyConnections, Unavailable, UnknownEvent
 from shared.i18n import Renderer, negotiate
 from shared.ids import parse_id, parse_ids
 from shared.service import NotificationService
@@ -24,6 +24,11 @@ from .presence import Presence
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "/notifications"
+
+# Never a client event, whatever handlers exist: the server's own lifecycle events and the
+# names socket.io-client reserves for itself.
+RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting",
+                             "newListener", "removeListener"})
 
 
 def _first(query: dict[str, list[str]], *names: str) -> str | None:
@@ -87,6 +92,33 @@ class NotificationsNamespace(socketio.AsyncNamespace):
         self.renderer = renderer
         self.presence = presence
         self.default_lang = default_lang
+
+    async def trigger_event(self, event: Any, *args: Any) -> Any:
+        """Call ``on_<event>`` for the server's own connect and disconnect, and for client events
+        that have a handler; any other event (``connect`` sent by a client, say) calls nothing
+        and is answered ``{ok: false, error: {code: "unknown_event"}}``."""
+        if event in ("connect", "disconnect") and self._called_by_server(event, args):
+            return await super().trigger_event(event, *args)
+        if (isinstance(event, str) and event not in RESERVED_EVENTS
+                and callable(getattr(self, f"on_{event}", None))):
+            return await super().trigger_event(event, *args)
+        logger.debug("refused the event %.80r of socket %s", event, args[0] if args else None)
+        return {"ok": False, **UnknownEvent(f"there is no event {event!r:.80}").to_dict()}
+
+    def _called_by_server(self, event: str, args: tuple[Any, ...]) -> bool:
+        # python-socketio routes the server's own connect/disconnect and a client's event of the
+        # same name through trigger_event alike; what tells them apart is state a client cannot
+        # forge.
+        sid = args[0] if args else None
+        if event == "connect":
+            # The handshake passes the very environ the server keeps for the connection; an
+            # event can only carry an object decoded from JSON.
+            environ = self.server.get_environ(sid, NAMESPACE)
+            return environ is not None and len(args) > 1 and args[1] is environ
+        # The server marks a socket as disconnecting before calling on_disconnect, and
+        # dispatches events only for connected sockets. (An event racing a real disconnect
+        # can pass here, but on_disconnect does nothing twice.)
+        return sid in self.server.manager.pending_disconnect.get(NAMESPACE, ())
 
     def _open(self, sid: str) -> bool:
         # Whether the client is still there: it may leave while the handshake awaits Redis, and

@@ -250,23 +250,28 @@ class JsSocket:
 
     # ------------------------------------------------------------ commands
 
-    async def emit(self, event: str, data: Any = None, *, args: list | None = None) -> None:
-        """Emit without acknowledgement (returns once the client has queued it)."""
-        cmd: dict[str, Any] = {"op": "emit", "id": self.id, "event": event}
+    async def emit(self, event: str, data: Any = None, *, args: list | None = None, raw: bool = False) -> None:
+        """Emit without acknowledgement (returns once the client has queued it).
+
+        ``raw=True`` sends the packet even for a name socket.io-client reserves (``connect``...).
+        """
+        cmd: dict[str, Any] = {"op": "emit", "id": self.id, "event": event, "raw": raw}
         if args is not None:
             cmd["args"] = list(args)
         elif data is not None:
             cmd["data"] = data
         await self.bridge.request(cmd)
 
-    async def emit_ack(self, event: str, data: Any = None, timeout: float = 5, *, args: list | None = None) -> Any:
+    async def emit_ack(self, event: str, data: Any = None, timeout: float = 5, *, args: list | None = None,
+                       raw: bool = False) -> Any:
         """Emit with ``socket.timeout(ms).emitWithAck`` and return the acknowledgement's data.
 
         Raises :class:`JsAckTimeout` if the server does not acknowledge within ``timeout`` s.
-        While the socket is disconnected the client buffers the emit until it reconnects.
+        While the socket is disconnected the client buffers the emit until it reconnects (not
+        with ``raw=True``, which sends the packet even for a reserved name such as ``connect``).
         """
         cmd: dict[str, Any] = {"op": "emit", "id": self.id, "event": event, "ack": True,
-                               "timeout": int(timeout * 1000)}
+                               "timeout": int(timeout * 1000), "raw": raw}
         if args is not None:
             cmd["args"] = list(args)
         elif data is not None:

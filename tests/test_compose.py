@@ -202,6 +202,23 @@ def test_app_services_get_configuration(config: dict[str, Any]) -> None:
         assert service.get("build"), f"{name} is not built from this repository"
 
 
+def _seconds(duration: str) -> float:
+    """A compose duration ("30s", "1m30s") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_socket_workers_drain_before_docker_kills_them(config: dict[str, Any]) -> None:
+    for worker in WORKERS:
+        service = config["services"][f"socket-{worker}"]
+        drain = int(service["environment"]["NOTIHUB_DRAIN_SECONDS"])
+        assert drain == 10
+        # SIGTERM, the drain, then aiohttp's shutdown: Docker's SIGKILL must come later.
+        assert _seconds(service.get("stop_grace_period") or "10s") >= drain + 10, worker
+
+
 def test_kafka_bootstrap_can_point_elsewhere() -> None:
     config = _load(_env(
         NOTIHUB_JWT_SECRET=JWT_SECRET,
@@ -380,7 +397,8 @@ def test_nginx_routes_sessions_to_their_worker(nginx_conf: str) -> None:
         "proxy_set_header Upgrade $http_upgrade;",
         "proxy_set_header Connection $connection_upgrade;",
         "proxy_buffering off;",
-        "proxy_next_upstream error timeout;",
+        # A draining worker answers new handshakes 503: nginx retries them on another one.
+        "proxy_next_upstream error timeout http_503;",
     ):
         assert directive in location.group(1), directive
     assert re.search(r"map\s+\$http_upgrade\s+\$connection_upgrade", nginx_conf)

@@ -21,6 +21,8 @@
 //   {"op":"emit","id":"tab1","event":"mark_read","data":{…}}                 fire and forget
 //   {"op":"emit","id":"tab1","event":"mark_read","data":{…},"ack":true,"timeout":5000,"req":7}
 //       "args": [...] may replace "data" to send several arguments (or none: []).
+//       "raw": true sends the EVENT packet even for a name socket.io-client reserves for itself
+//       ("connect", "disconnect", ...), as any other client could.
 //   {"op":"set","id":"tab1","path":"auth"|"query","value":{…},"merge":false}
 //       auth/query used by the NEXT (re)connection (socket.auth / socket.io.opts.query).
 //   {"op":"disconnect","id":"tab1"}      socket.disconnect() (no automatic reconnection)
@@ -215,6 +217,25 @@ function createSocket(id, url, options) {
   return socket;
 }
 
+// socket.emit() refuses the names socket.io-client reserves; this builds the same EVENT packet
+// (type 2) that emit() would, with an acknowledgement id when ackTimeout is set.
+function emitRaw(socket, event, args, ackTimeout, done) {
+  const packet = { type: 2, data: [event, ...args], options: { compress: true } };
+  if (ackTimeout !== null) {
+    const id = socket.ids++;
+    const timer = setTimeout(() => {
+      delete socket.acks[id];
+      done("timeout");
+    }, ackTimeout);
+    socket.acks[id] = (...ackArgs) => {
+      clearTimeout(timer);
+      done(null, ackArgs.length ? ackArgs[0] : null);
+    };
+    packet.id = id;
+  }
+  socket.packet(packet);
+}
+
 function getSocket(cmd) {
   if (typeof cmd.id !== "string" || !cmd.id) throw new Error("missing \"id\"");
   const socket = sockets.get(cmd.id);
@@ -263,7 +284,9 @@ const handlers = {
 
   async emit(cmd, reply) {
     const socket = getSocket(cmd);
-    if (typeof cmd.event !== "string" || !cmd.event) throw new Error("missing \"event\"");
+    if (cmd.raw ? cmd.event === undefined : typeof cmd.event !== "string" || !cmd.event) {
+      throw new Error("missing \"event\"");
+    }
     let args;
     if (cmd.args !== undefined) {
       if (!Array.isArray(cmd.args)) throw new Error("\"args\" must be an array");
@@ -271,11 +294,17 @@ const handlers = {
     } else {
       args = cmd.data === undefined ? [] : [cmd.data];
     }
+    const timeout = Number.isFinite(cmd.timeout) && cmd.timeout > 0 ? cmd.timeout : 5000;
+    if (cmd.raw) {
+      emitRaw(socket, cmd.event, args, cmd.ack ? timeout : null, (error, data) => {
+        reply({ type: "ack", id: cmd.id, event: cmd.event, ...(error ? { error } : { data: toPlain(data) }) });
+      });
+      return cmd.ack ? undefined : {};
+    }
     if (!cmd.ack) {
       socket.emit(cmd.event, ...args);
       return {};
     }
-    const timeout = Number.isFinite(cmd.timeout) && cmd.timeout > 0 ? cmd.timeout : 5000;
     // The acknowledgement is answered later; reply explicitly and tell the caller not to.
     socket
       .timeout(timeout)
