@@ -17,7 +17,7 @@ COMPOSECHECK_SRC := $(wildcard $(COMPOSECHECK_DIR)/*.go) $(COMPOSECHECK_DIR)/go.
 COMPOSECHECK_STAMP := $(VENV)/.composecheck.stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install install-system run test bench clean
+.PHONY: help install install-system run test faults bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -56,6 +56,11 @@ run: install ## start the local stack (Ctrl-C stops it)
 # pytest exits 5 when it collected nothing: for CI that is a failure, not a pass.
 test: install ## run the test suite (extra arguments: PYTEST_ARGS=...)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
+	exit $$rc
+
+faults: install ## the fault-injection suite, long profile: more clients, longer windows (PYTEST_ARGS=...)
+	@FAULT_PROFILE=long $(PY) -m pytest -m faults tests/faults $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc
 

@@ -254,6 +254,70 @@ class MongoReplicaSet:
                 log.exception("failed to stop mongod-%s cleanly, killing it", i)
                 self.members[i].kill()
 
+    def step_down_primary(self, *, step_down_secs: int = 5, catch_up_secs: int = 1) -> int:
+        """Ask the current primary to step down (replSetStepDown); return its index.
+
+        It may not stand for election again for step_down_secs; another member takes over once
+        elected (see wait_for_primary). For failure tests."""
+        import pymongo.errors
+
+        primary = self.primary_index()
+        if primary is None:
+            raise RuntimeError("no primary to step down")
+        client = self._client(primary, 5000)
+        try:
+            client.admin.command("replSetStepDown", step_down_secs, secondaryCatchUpPeriodSecs=catch_up_secs)
+        except pymongo.errors.AutoReconnect:
+            # A server before 4.2 dropped every connection when it stepped down: done as well.
+            pass
+        finally:
+            client.close()
+        return primary
+
+    def wait_for_primary(self, timeout: float = 30.0, *, other_than: int | None = None) -> int:
+        """Wait until a member (other than other_than, if given) is a writable primary; return its index."""
+        found: list[int] = []
+
+        def elected() -> bool:
+            primary = self.primary_index()
+            if primary is None or primary == other_than:
+                return False
+            found.append(primary)
+            return True
+
+        wait_until(elected, timeout, "a new replica-set primary")
+        return found[-1]
+
+    def restore_preferred_primary(self, timeout: float = 60.0) -> None:
+        """Make member 0 the primary again (as after start) and wait for a w:majority write.
+
+        Member 0 would take over by itself through its higher priority, but only after an
+        election timeout: stepping it up now keeps the set's state deterministic for whoever
+        uses it next."""
+        started = time.monotonic()
+        remaining = lambda: max(1.0, timeout - (time.monotonic() - started))  # noqa: E731
+        wait_until(self._member0_stepped_up, remaining(), "mongod-0 to be primary again", process=self.members[0])
+        wait_until(self._majority_write_works, remaining(), "a w:majority write")
+
+    def _member0_stepped_up(self) -> bool:
+        import pymongo.errors
+
+        hello = self._hello(0)
+        if hello is None:
+            return False
+        if hello.get("isWritablePrimary"):
+            return True
+        if hello.get("secondary"):
+            client = self._client(0)
+            try:
+                # Refused while member 0 is still in its step-down period: asked again next time.
+                client.admin.command("replSetStepUp")
+            except pymongo.errors.PyMongoError as exc:
+                log.debug("replSetStepUp not accepted yet: %s", exc)
+            finally:
+                client.close()
+        return False
+
     def kill_member(self, i: int) -> None:
         """SIGKILL member i (for failure tests)."""
         self.members[i].kill()
