@@ -50,6 +50,10 @@ Drop = Callable[[str], Awaitable[None]]
 
 # Sockets caught up at once (each is two MongoDB reads).
 CATCH_UP_CONCURRENCY = 16
+# Sockets synced at once. A burst of reconnections (a worker restarted, all its clients moved
+# here) queues here instead of exhausting MongoDB's connection pool, where a read would time out
+# and its socket be closed, only to reconnect and add to the burst.
+SYNC_CONCURRENCY = 32
 # Users whose inboxes one position check reads in one query.
 CHECK_BATCH = 1000
 # Live events a syncing socket holds before its client is deemed too far behind.
@@ -94,6 +98,7 @@ class Hub:
         self._by_sid: dict[str, Connection] = {}
         self._by_user: dict[str, set[Connection]] = defaultdict(set)
         self._slots = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
+        self._sync_slots = asyncio.Semaphore(SYNC_CONCURRENCY)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
@@ -135,20 +140,23 @@ class Hub:
         Raises when MongoDB fails; the socket then stays out of live delivery (rule 3) and the
         caller closes it.
         """
-        snapshot = await self._service.snapshot(conn.user, limit=self._init_limit)
-        inbox = snapshot.inbox
-        await self._emit("init", {
-            "user_id": conn.user,
-            "lang": conn.lang,
-            "unread_count": inbox.unread,
-            "notifications": [self._renderer.render(n, conn.lang) for n in snapshot.notifications],
-        }, conn.sid)
-        self._count(conn, inbox.unread, inbox.ver)
-        if since_error is not None:
-            await self._emit("resync_required", {"reason": since_error}, conn.sid)
-        elif since is not None:
-            await self._replay(conn, since, inbox)
-        self._adopt(conn, inbox)
+        async with self._sync_slots:
+            if conn.sid not in self._by_sid:
+                return  # gone while it waited
+            snapshot = await self._service.snapshot(conn.user, limit=self._init_limit)
+            inbox = snapshot.inbox
+            await self._emit("init", {
+                "user_id": conn.user,
+                "lang": conn.lang,
+                "unread_count": inbox.unread,
+                "notifications": [self._renderer.render(n, conn.lang) for n in snapshot.notifications],
+            }, conn.sid)
+            self._count(conn, inbox.unread, inbox.ver)
+            if since_error is not None:
+                await self._emit("resync_required", {"reason": since_error}, conn.sid)
+            elif since is not None:
+                await self._replay(conn, since, inbox)
+            self._adopt(conn, inbox)
         await self._go_live(conn)
 
     async def _replay(self, conn: Connection, since: ObjectId, inbox: Inbox) -> None:
