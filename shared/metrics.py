@@ -7,6 +7,7 @@ Each worker (socket, ingest) puts a snapshot of its metrics in Redis every few s
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 
@@ -48,6 +49,29 @@ DELIVERY_SECONDS = Histogram(
     "From a notification's creation to its emit on a socket",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+
+GC_PAUSE_SECONDS = Histogram(
+    "notihub_gc_pause_seconds", "Pauses of Python's cyclic garbage collector, by generation", ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
+
+
+def watch_gc() -> None:
+    """Time every collection of the cyclic garbage collector (a pause of the whole event loop)."""
+    started: list[float] = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pause = time.perf_counter() - started[0]
+            GC_PAUSE_SECONDS.labels(str(info["generation"])).observe(pause)
+            if pause > 0.05:
+                logger.info("garbage collection of generation %d paused the process %.0f ms",
+                            info["generation"], pause * 1000)
+
+    gc.callbacks.append(callback)
+
 
 # A worker's snapshot is refreshed this often and outlives it by two periods (then it is gone).
 SNAPSHOT_SECONDS = 5

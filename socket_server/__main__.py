@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from shared import logs
+from shared import logs, metrics
 from shared.settings import Settings
 from shared.web import run
 
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     logs.setup(settings.log_level, name=args.worker_id)
     settings.warn_if_local()
+    metrics.watch_gc()
     app = create_app(settings, worker_id=args.worker_id)
     app[DRAINER].install(app)
     run(app, host=args.host, port=args.port)
