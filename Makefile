@@ -17,7 +17,7 @@ COMPOSECHECK_SRC := $(wildcard $(COMPOSECHECK_DIR)/*.go) $(COMPOSECHECK_DIR)/go.
 COMPOSECHECK_STAMP := $(VENV)/.composecheck.stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install install-system run test faults bench clean
+.PHONY: help install install-system run test faults bench bench-compare clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -66,6 +66,16 @@ faults: install ## the fault-injection suite, long profile: more clients, longer
 
 bench: install ## delivery latency, fan-out and memory per connection (BENCH_ARGS=...)
 	$(PY) -m bench.delivery $(BENCH_ARGS)
+
+# The side-by-side comparison with a plain Node Socket.IO hub (socket.io 4 + redis-adapter), in the
+# same run on this machine: ../shared/bench beside the checkout, its own replica set on 27017-27019.
+SHARED_BENCH ?= ../shared/bench
+COMPARE_ARGS ?= --targets node,notihub --scenarios S1,S2b,S3 --rounds 2 --alternate-order
+bench-compare: install ## notihub side by side with a Node Socket.IO hub (COMPARE_ARGS=...)
+	@test -x $(SHARED_BENCH)/run.sh || { echo "$(SHARED_BENCH)/run.sh not found" >&2; exit 1; }
+	$(SHARED_BENCH)/run.sh mongo start
+	$(SHARED_BENCH)/run.sh $(COMPARE_ARGS); rc=$$?; $(SHARED_BENCH)/run.sh report; \
+	$(SHARED_BENCH)/run.sh mongo stop; exit $$rc
 
 clean: ## remove the local stack's data and logs
 	rm -rf .notihub

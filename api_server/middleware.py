@@ -5,11 +5,13 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
+from pymongo.errors import PyMongoError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import metrics
 from shared.errors import HubError, InternalError, MethodNotAllowed, NotFound, PayloadTooLarge, Unavailable
+from shared.storage.mongo import transient
 
 from .respond import json_response
 
@@ -21,6 +23,13 @@ _HTTP_CODES = {404: NotFound("no such resource"), 405: MethodNotAllowed("method 
 def _route_name(request: web.Request) -> str:
     info = request.match_info.route.resource
     return info.canonical if info is not None else "unmatched"
+
+
+def _defect(request: web.Request) -> web.Response:
+    # A defect, not the client's fault: log it in full, and still answer in the contract's shape.
+    logger.exception("unhandled error in %s %s", request.method, _route_name(request))
+    error = InternalError("an internal error occurred")
+    return json_response(error.to_dict(), status=error.status)
 
 
 @web.middleware
@@ -38,14 +47,17 @@ async def errors(request: web.Request, handler: Callable[[web.Request], Awaitabl
             raise
         error = _HTTP_CODES.get(exc.status) or HubError(exc.reason, code="http_error")
         response = json_response(error.to_dict(), status=exc.status)
-    except (ConnectionFailure, ServerSelectionTimeoutError, RedisConnectionError) as exc:
-        logger.warning("backing service unavailable: %s", exc)
-        error = Unavailable("a backing service is unavailable; try again")
-        response = json_response(error.to_dict(), status=error.status)
+    except (PyMongoError, RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
+        if isinstance(exc, PyMongoError) and not transient(exc):
+            # The same request would meet it again: a defect, answered as one below.
+            response = _defect(request)
+        else:
+            # An election, a restart, a deadline: the caller may try again (with the same
+            # idempotency key) and lose nothing.
+            logger.warning("backing service unavailable: %s", exc)
+            error = Unavailable("a backing service is unavailable; try again")
+            response = json_response(error.to_dict(), status=error.status)
     except Exception:
-        # A defect, not the client's fault: log it in full, and still answer in the contract's shape.
-        logger.exception("unhandled error in %s %s", request.method, _route_name(request))
-        error = InternalError("an internal error occurred")
-        response = json_response(error.to_dict(), status=error.status)
+        response = _defect(request)
     metrics.HTTP_REQUESTS.labels(request.method, _route_name(request), str(response.status)).inc()
     return response

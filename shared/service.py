@@ -165,10 +165,19 @@ class NotificationService:
                 # Its next notification puts it back in the set.
                 logger.warning("could not trim the inbox of %s: %s", user, exc)
 
+    async def _tell(self, event: ReadChanged | Deleted) -> None:
+        # The change is committed: a lost announcement must not fail it. Open sockets get the
+        # badge at their worker's next position check (the inbox's version moved).
+        try:
+            await self.bus.publish(event)
+        except (RedisError, OSError, TimeoutError) as exc:
+            metrics.BUS_PUBLISH_FAILURES.inc()
+            logger.warning("could not announce a change of %s's inbox (%s)", event.user, exc)
+
     async def _removed(self, user: str, changed: Changed | None) -> None:
         if changed is not None and changed.count:
-            await self.bus.publish(Deleted(user=user, ids=[str(i) for i in changed.ids],
-                                           unread_count=changed.inbox.unread, ver=changed.inbox.ver))
+            await self._tell(Deleted(user=user, ids=[str(i) for i in changed.ids],
+                                     unread_count=changed.inbox.unread, ver=changed.inbox.ver))
 
     async def expire(self, *, limit: int = 1000) -> int:
         """Delete notifications past the retention period, telling open sockets; how many users had some."""
@@ -222,16 +231,16 @@ class NotificationService:
         """Mark some of the user's notifications read and tell all of the user's sockets."""
         changed = await self.store.mark_read(user, ids)
         if changed.count:
-            await self.bus.publish(ReadChanged(user=user, ids=[str(i) for i in changed.ids], all=False,
-                                               unread_count=changed.inbox.unread, ver=changed.inbox.ver))
+            await self._tell(ReadChanged(user=user, ids=[str(i) for i in changed.ids], all=False,
+                                         unread_count=changed.inbox.unread, ver=changed.inbox.ver))
         return changed.inbox.unread
 
     async def mark_all_read(self, user: str) -> int:
         """Mark all of the user's notifications read and tell all of the user's sockets."""
         changed = await self.store.mark_all_read(user)
         if changed.count:
-            await self.bus.publish(ReadChanged(user=user, ids=[], all=True, unread_count=changed.inbox.unread,
-                                               ver=changed.inbox.ver))
+            await self._tell(ReadChanged(user=user, ids=[], all=True, unread_count=changed.inbox.unread,
+                                         ver=changed.inbox.ver))
         return changed.inbox.unread
 
     async def delete(self, user: str, id_: ObjectId) -> int:

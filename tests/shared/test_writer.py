@@ -3,6 +3,8 @@ its own notifications back, and one request MongoDB refuses fails alone."""
 import asyncio
 import uuid
 
+import orjson
+
 from bson.errors import InvalidDocument
 
 from shared.models import Draft
@@ -41,3 +43,28 @@ async def test_a_request_mongodb_refuses_fails_alone(runtime):
     assert isinstance(results[3], InvalidDocument), results[3]
     assert [r.notifications[0][1] for r in results[:3] + results[4:]] == good
     assert (await runtime.service.inbox(poisoned.recipients[0])).seq == 0
+
+
+async def test_a_repeat_announces_again_what_an_earlier_attempt_stored(runtime):
+    """A first attempt stored, then its answer or its announcement was lost: the producer's
+    retry under the same key must announce it again, with the recipient's current badge."""
+    recipient = user()
+    draft = Draft(type="post.liked", recipients=(recipient,), source=f"key:{uuid.uuid4().hex}", fingerprint="f")
+    first = await runtime.service.publish(draft)
+    pubsub = runtime.redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(runtime.service.bus.channel)
+    try:
+        again = await runtime.service.publish(draft)
+        async with asyncio.timeout(10):
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None and orjson.loads(message["data"])["kind"] == "delivered":
+                    body = orjson.loads(message["data"])
+                    if body["items"][0][1] == recipient:
+                        break
+    finally:
+        await pubsub.aclose()
+    assert again.created is False and again.notifications == first.notifications
+    [[_, rcpt, id_, seq, unread, _]] = body["items"]
+    # Position 0: workers send it only to a socket that lacks it (found by a replay).
+    assert (rcpt, id_, seq, unread) == (recipient, first.notifications[0][0], 0, 1)
