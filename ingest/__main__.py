@@ -8,10 +8,10 @@ from shared import logs
 from shared.settings import Settings
 from shared.web import run
 
-from .app import create_app
+from .app import HandlerWrapper, create_app
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, wrap_handler: HandlerWrapper | None = None) -> None:
     """Parse the command line and consume domain events until SIGINT/SIGTERM."""
     parser = argparse.ArgumentParser(
         prog="python -m ingest",
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--worker-id must look like i0, i1, …")
     settings = Settings.from_env()
     logs.setup(settings.log_level, name=args.worker_id)
-    run(create_app(settings, worker_id=args.worker_id), host=args.host, port=args.port)
+    run(create_app(settings, worker_id=args.worker_id, wrap_handler=wrap_handler), host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

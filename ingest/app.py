@@ -1,7 +1,7 @@
 """An ingest worker: create_app(settings, worker_id=…) builds it, for the server and the tests."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -18,7 +18,11 @@ from .consumer import EventConsumer
 CONSUMER = web.AppKey("consumer", EventConsumer)
 
 
-def create_app(settings: Settings, *, worker_id: str) -> web.Application:
+# Wraps the event handler the consumer calls (tests put a crash between store and commit there).
+HandlerWrapper = Callable[[EventHandler], EventHandler]
+
+
+def create_app(settings: Settings, *, worker_id: str, wrap_handler: HandlerWrapper | None = None) -> web.Application:
     """/healthz and /metrics, with the consumer running in the background."""
     if not settings.kafka_bootstrap:
         raise SystemExit("the ingest worker needs NOTIHUB_KAFKA_BOOTSTRAP")
@@ -27,7 +31,8 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         async with open_runtime(settings, app_name=f"notihub-ingest-{worker_id}") as runtime, \
                 open_producer(settings, client_id=f"notihub-ingest-{worker_id}-dlq") as dlq:
-            consumer = EventConsumer(settings=settings, handler=EventHandler(service=runtime.service),
+            handler = EventHandler(service=runtime.service)
+            consumer = EventConsumer(settings=settings, handler=wrap_handler(handler) if wrap_handler else handler,
                                      dlq=dlq, worker_id=worker_id)
             app[CONSUMER] = consumer
             await consumer.start()

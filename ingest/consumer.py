@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import defaultdict
-from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -30,9 +28,6 @@ from . import metrics
 
 logger = logging.getLogger(__name__)
 
-# Fault injection for the crash test: exit the process right after storing the event with this
-# id and before committing its offset (a crash no real service can be made to show on cue).
-FAULT_EXIT_AFTER_STORE = "NOTIHUB_FAULT_EXIT_AFTER_STORE"
 # Tries before a record that keeps raising an unexpected error is dead-lettered.
 UNEXPECTED_ATTEMPTS = 3
 
@@ -54,7 +49,7 @@ class EventConsumer:
     """One member of the ingest consumer group."""
 
     def __init__(self, *, settings: Settings, handler: EventHandler, dlq: AIOKafkaProducer, worker_id: str,
-                 exit_process: Callable[[int], None] = os._exit, topic: str = EVENTS_TOPIC,
+                 topic: str = EVENTS_TOPIC,
                  group_id: str = CONSUMER_GROUP) -> None:
         self._settings = settings
         self._handler = handler
@@ -62,8 +57,6 @@ class EventConsumer:
         self._worker_id = worker_id
         self._idle = asyncio.Event()
         self._idle.set()
-        self._crash_after = os.environ.get(FAULT_EXIT_AFTER_STORE)
-        self._exit = exit_process
         self._lag_partitions: set[str] = set()
         self._slots = asyncio.Semaphore(settings.ingest_concurrency)
         self._topic = topic
@@ -127,9 +120,6 @@ class EventConsumer:
                 event = parse_event(record.value)
                 await self._handler.handle(event)
                 metrics.EVENTS.labels(event.type, "handled").inc()
-                if self._crash_after is not None and event.event_id == self._crash_after:
-                    logger.warning("fault injection: exiting after storing %s, before committing", event.event_id)
-                    self._exit(70)
                 return
             except InvalidEvent as exc:
                 await self._dead_letter(record, exc.message)

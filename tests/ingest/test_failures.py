@@ -9,17 +9,18 @@ import pytest
 
 from devstack.hub import HubProcess
 from devstack.ports import free_port
-from ingest.consumer import FAULT_EXIT_AFTER_STORE, UNEXPECTED_ATTEMPTS, EventConsumer
+from ingest.consumer import UNEXPECTED_ATTEMPTS, EventConsumer
 from shared.kafka import open_producer
 
 from .conftest import make_event
+from .crashing_worker import CRASH_AFTER_EVENT
 
 pytestmark = pytest.mark.slow
 
 
-def extra_worker(stack, iid: str, port: int, **env) -> HubProcess:
+def extra_worker(stack, iid: str, port: int, module: str = "ingest", **env) -> HubProcess:
     """Another ingest worker process in the session's stack."""
-    return HubProcess(name=iid, module="ingest", args=["--worker-id", iid], port=port,
+    return HubProcess(name=iid, module=module, args=["--worker-id", iid], port=port,
                       env={**stack.child_env(), **env}, log_path=stack.log_dir / f"{iid}.log")
 
 
@@ -29,7 +30,8 @@ async def test_a_worker_killed_between_storing_and_committing_duplicates_nothing
     after = make_event("moderation.penalized", user={"id": second}, reason="spam")
     stack.ingest_workers["i0"].stop()
     # This worker exits right after storing `doomed`, before committing its offset.
-    faulty = extra_worker(stack, "i8", free_port(), **{FAULT_EXIT_AFTER_STORE: doomed["event_id"]})
+    faulty = extra_worker(stack, "i8", free_port(), module="tests.ingest.crashing_worker",
+                          **{CRASH_AFTER_EVENT: doomed["event_id"]})
     await asyncio.to_thread(faulty.start)
     try:
         async with inserts([first, second]) as seen:
