@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import random
-import statistics
 import tempfile
 import time
 import uuid

@@ -42,6 +42,8 @@ from devstack.redis_server import RedisServer
 from shared.settings import Settings
 from shared.tokens import mint
 
+from .delivery import rss_kib
+
 JS_DIR = REPO_ROOT / "tests" / "js"
 NAMESPACE = "/notifications"
 VARIANTS = ("deflate", "shipped")
@@ -131,12 +133,6 @@ def serve(argv: list[str] | None = None) -> None:
     worker_main(rest)
 
 
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def sockets_metric(url: str) -> float | None:

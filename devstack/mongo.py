@@ -174,16 +174,21 @@ class MongoReplicaSet:
         if hello.get("secondary") and not hello.get("primary"):
             # Without a step-up the first election waits for electionTimeoutMillis (about 10 s);
             # asking member 0 to stand makes start-up faster and the primary deterministic.
-            import pymongo.errors
-
-            client = self._client(0)
-            try:
-                client.admin.command("replSetStepUp")
-            except pymongo.errors.PyMongoError as exc:
-                log.debug("replSetStepUp not accepted yet: %s", exc)
-            finally:
-                client.close()
+            self._step_up_member0()
         return False
+
+    def _step_up_member0(self) -> None:
+        import pymongo.errors
+
+        client = self._client(0)
+        try:
+            client.admin.command("replSetStepUp")
+        except pymongo.errors.PyMongoError as exc:
+            # Refused while an election is under way or member 0 is in its step-down period:
+            # the caller asks again next time.
+            log.debug("replSetStepUp not accepted yet: %s", exc)
+        finally:
+            client.close()
 
     def _majority_write_works(self) -> bool:
         import pymongo.errors
@@ -300,22 +305,13 @@ class MongoReplicaSet:
         wait_until(self._majority_write_works, remaining(), "a w:majority write")
 
     def _member0_stepped_up(self) -> bool:
-        import pymongo.errors
-
         hello = self._hello(0)
         if hello is None:
             return False
         if hello.get("isWritablePrimary"):
             return True
         if hello.get("secondary"):
-            client = self._client(0)
-            try:
-                # Refused while member 0 is still in its step-down period: asked again next time.
-                client.admin.command("replSetStepUp")
-            except pymongo.errors.PyMongoError as exc:
-                log.debug("replSetStepUp not accepted yet: %s", exc)
-            finally:
-                client.close()
+            self._step_up_member0()
         return False
 
     def kill_member(self, i: int) -> None:

@@ -32,7 +32,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 import aiohttp
@@ -109,6 +109,23 @@ PROFILES = {
 }
 
 
+async def paced(rate: float, stop: asyncio.Event) -> AsyncIterator[int]:
+    """0, 1, 2, … at ``rate`` per second until ``stop`` is set (ten minutes at the most)."""
+    began = time.monotonic()
+    # Bounded in count as well as by stop(): no run lasts ten minutes.
+    for n in range(int(rate * 600)):
+        if stop.is_set():
+            return
+        delay = began + n / rate - time.monotonic()
+        if delay > 0:
+            # Pacing the send rate, not waiting for anything.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return
+        yield n
+
+
 def percentile(values: Iterable[float], q: float) -> float | None:
     """Nearest-rank percentile (q in 0..100), None without values."""
     ordered = sorted(values)
@@ -139,24 +156,65 @@ class Request:
         return self.latency is not None and self.attempts == 1
 
 
-class HttpProducer:
-    """POST /v1/notifications at a fixed rate (open loop: a slow answer never delays the next
-    request), round robin over the users; every request retried under its idempotency key."""
+class PacedProducer:
+    """Sends at a fixed rate (open loop: a slow answer never delays the next send), round robin
+    over the users, until stop(); a subclass says what one send is (``_send_one``)."""
 
-    def __init__(self, *, url: str, users: list[str], rate: float, deadline_s: float, run_id: str) -> None:
-        self.url = f"{url}/v1/notifications"
+    name = "producer"
+
+    def __init__(self, *, users: list[str], rate: float, deadline_s: float) -> None:
         self.users = users
         self.rate = rate
         self.deadline_s = deadline_s
+        self._stop = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
+        self._inflight: set[asyncio.Task] = set()
+
+    def _send_one(self, n: int, user: str) -> Awaitable[object]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Start sending at the fixed rate until stop()."""
+        self._loop_task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        """Send nothing more, and wait for the sends under way (each bounded by its deadline)."""
+        self._stop.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        await asyncio.gather(*list(self._inflight), return_exceptions=True)
+
+    async def _cancel(self) -> None:
+        self._stop.set()
+        tasks = [t for t in [self._loop_task, *self._inflight] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self) -> None:
+        async for n in paced(self.rate, self._stop):
+            task = asyncio.create_task(self._send_one(n, self.users[n % len(self.users)]))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+
+class HttpProducer(PacedProducer):
+    """POST /v1/notifications at a fixed rate, every request retried under its idempotency key."""
+
+    name = "http-producer"
+
+    def __init__(self, *, url: str, users: list[str], rate: float, deadline_s: float, run_id: str) -> None:
+        super().__init__(users=users, rate=rate, deadline_s=deadline_s)
+        self.url = f"{url}/v1/notifications"
         self.run_id = run_id
         self.requests: list[Request] = []  # the fixed-rate traffic
         self.others: list[Request] = []  # warm-up and fence
         self.changed = asyncio.Condition()
-        self._stop = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
-        self._loop_task: asyncio.Task | None = None
-        self._inflight: set[asyncio.Task] = set()
         self._seq = itertools.count()
+
+    def _send_one(self, n: int, user: str) -> Awaitable[object]:
+        return self.send(user, "fault.http")
 
     async def __aenter__(self) -> "HttpProducer":
         # Each attempt has its own deadline; a timed-out attempt is retried like a 5xx.
@@ -164,41 +222,9 @@ class HttpProducer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        for task in [self._loop_task, *self._inflight]:
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*(t for t in [self._loop_task, *self._inflight] if t is not None), return_exceptions=True)
+        await self._cancel()
         if self._session is not None:
             await self._session.close()
-
-    def start(self) -> None:
-        """Start sending at the fixed rate until stop()."""
-        self._loop_task = asyncio.create_task(self._run(), name="http-producer")
-
-    async def stop(self) -> None:
-        """Send nothing more, and wait for the requests under way (each bounded by its deadline)."""
-        self._stop.set()
-        if self._loop_task is not None:
-            await self._loop_task
-        await asyncio.gather(*list(self._inflight), return_exceptions=True)
-
-    async def _run(self) -> None:
-        began = time.monotonic()
-        # Bounded in count as well as by stop(): no run lasts ten minutes.
-        for n in range(int(self.rate * 600)):
-            if self._stop.is_set():
-                return
-            delay = began + n / self.rate - time.monotonic()
-            if delay > 0:
-                # Pacing the send rate, not waiting for anything.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
-                if self._stop.is_set():
-                    return
-            task = asyncio.create_task(self.send(self.users[n % len(self.users)], "fault.http"))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
 
     async def send(self, user: str, type_: str) -> Request:
         """One request to one user, retried under the same key until it succeeds or its deadline passes."""
@@ -251,19 +277,19 @@ class SentEvent:
         return f"event:{self.event_id}"
 
 
-class KafkaProducer:
+class KafkaProducer(PacedProducer):
     """notification.requested events at a fixed rate, acks=all, each retried until acknowledged."""
 
+    name = "kafka-producer"
+
     def __init__(self, *, bootstrap: str, users: list[str], rate: float, deadline_s: float) -> None:
+        super().__init__(users=users, rate=rate, deadline_s=deadline_s)
         self.bootstrap = bootstrap
-        self.users = users
-        self.rate = rate
-        self.deadline_s = deadline_s
         self.events: list[SentEvent] = []
-        self._stop = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
-        self._loop_task: asyncio.Task | None = None
-        self._inflight: set[asyncio.Task] = set()
+
+    def _send_one(self, n: int, user: str) -> Awaitable[object]:
+        return self._send(n, user)
 
     async def __aenter__(self) -> "KafkaProducer":
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", request_timeout_ms=5000,
@@ -272,38 +298,10 @@ class KafkaProducer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        for task in [self._loop_task, *self._inflight]:
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*(t for t in [self._loop_task, *self._inflight] if t is not None), return_exceptions=True)
+        await self._cancel()
         if self._producer is not None:
             with contextlib.suppress(KafkaError, TimeoutError):
                 await asyncio.wait_for(self._producer.stop(), 10)
-
-    def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._run(), name="kafka-producer")
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._loop_task is not None:
-            await self._loop_task
-        await asyncio.gather(*list(self._inflight), return_exceptions=True)
-
-    async def _run(self) -> None:
-        began = time.monotonic()
-        for n in range(int(self.rate * 600)):
-            if self._stop.is_set():
-                return
-            delay = began + n / self.rate - time.monotonic()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
-                if self._stop.is_set():
-                    return
-            task = asyncio.create_task(self._send(n, self.users[n % len(self.users)]))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
 
     async def _send(self, n: int, user: str) -> None:
         event = make_event("notification.requested", actor="producer", actor_name="Producer", recipients=[user],

@@ -1,23 +1,11 @@
 """Preferences live in the inbox documents, where the commit reads them; those kept by earlier
 versions in a collection of their own are moved there at start-up. Real replica set."""
 import datetime as dt
-import uuid
-
-import pytest
 
 from shared.ids import new_id
 from shared.models import Notification, utcnow
-from shared.storage.mongo import database
 from shared.storage.notifications import NotificationStore
 from shared.storage.preferences import PreferenceStore
-
-
-@pytest.fixture
-async def scratch_db(runtime, settings):
-    name = f"notihub_scratch_{uuid.uuid4().hex[:8]}"
-    db = runtime.mongo.get_database(name, write_concern=database(runtime.mongo, settings).write_concern)
-    yield db
-    await runtime.mongo.drop_database(name)
 
 
 def note(user, type_):

@@ -6,25 +6,15 @@ import datetime as dt
 import uuid
 
 import orjson
-import pytest
 
 from shared.bus import EventBus
 from shared.ids import new_id
 from shared.models import Draft, Notification, utcnow
 from shared.service import NotificationService
 from shared.storage.idempotency import IdempotencyStore
-from shared.storage.mongo import database
 from shared.storage.notifications import TTL_BACKSTOP_SECONDS, NotificationStore
 from shared.storage.preferences import PreferenceStore
 from shared.storage.topics import TopicStore
-
-
-@pytest.fixture
-async def scratch_db(runtime, settings):
-    name = f"notihub_scratch_{uuid.uuid4().hex[:8]}"
-    db = runtime.mongo.get_database(name, write_concern=database(runtime.mongo, settings).write_concern)
-    yield db
-    await runtime.mongo.drop_database(name)
 
 
 def note(user, created_at=None):
