@@ -197,7 +197,3 @@ class Snapshot:
 
     inbox: Inbox
     notifications: list[Notification]
-
-    @property
-    def unread_count(self) -> int:
-        return self.inbox.unread

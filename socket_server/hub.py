@@ -40,7 +40,7 @@ from bson import ObjectId
 from shared import metrics
 from shared.bus import Deleted, Delivered, Event, Gap, Item, ReadChanged
 from shared.i18n import Renderer
-from shared.models import Inbox, Notification
+from shared.models import Inbox
 from shared.service import NotificationService
 
 logger = logging.getLogger(__name__)
@@ -324,7 +324,3 @@ class Hub:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def render(self, notification: Notification, lang: str) -> dict[str, Any]:
-        """A notification as a socket in ``lang`` gets it."""
-        return self._renderer.render(notification, lang)

@@ -89,11 +89,6 @@ class NotificationStore:
         self._retention = retention
         self.max_per_user = max_per_user
 
-    @property
-    def retention(self) -> dt.timedelta:
-        """How long a notification is kept."""
-        return self._retention
-
     async def ensure_indexes(self) -> None:
         """Create the indexes every query below relies on (idempotent)."""
         await self._coll.create_indexes(
