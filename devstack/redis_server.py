@@ -23,6 +23,13 @@ def _ping(port: int) -> bool:
         return False
 
 
+# A subscriber that falls this far behind is disconnected by Redis (hard limit, or soft limit
+# for 60 s): bus messages are at most 256 KiB (shared/bus.py), so 32 MiB is over a hundred
+# messages unread. A worker cut off sees a gap and catches its sockets up from MongoDB; Redis's
+# memory stays bounded whatever one slow worker does. compose.yaml sets the same.
+PUBSUB_BUFFER_LIMIT = "pubsub 32mb 8mb 60"
+
+
 class RedisServer:
     """redis-server without persistence, bound to 127.0.0.1."""
 
@@ -42,6 +49,8 @@ class RedisServer:
                 "--save", "",
                 "--appendonly", "no",
                 "--dir", str(self.data_dir),
+                # Deliberate, not by default: see PUBSUB_BUFFER_LIMIT.
+                "--client-output-buffer-limit", PUBSUB_BUFFER_LIMIT,
             ],
             log_path=log_path or self.data_dir / "redis.log",
         )

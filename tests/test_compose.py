@@ -124,6 +124,8 @@ def test_services_exist(config: dict[str, Any]) -> None:
     for name in SERVICES:
         assert name in services, f"service {name} missing; have {sorted(services)}"
     assert services["redis"]["image"].startswith("redis:7")
+    # The same pub/sub output-buffer limits as the local stack's Redis.
+    assert "pubsub 32mb 8mb 60" in _command(services["redis"]), _command(services["redis"])
     assert services["nginx"]["image"].startswith("nginx:1.27")
     for name in ("mongo1", "mongo2", "mongo3"):
         assert services[name]["image"] == "mongo:6.0"

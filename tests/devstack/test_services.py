@@ -37,6 +37,9 @@ def test_redis_answers_ping_and_stops_without_leftover(tmp_path: Path) -> None:
         assert server.url == f"redis://127.0.0.1:{server.port}/0"
         client = redis.Redis.from_url(server.url)
         assert client.ping() is True
+        # The pub/sub output-buffer limits are set on purpose, not left to the defaults.
+        limits = client.config_get("client-output-buffer-limit")["client-output-buffer-limit"]
+        assert "pubsub 33554432 8388608 60" in limits, limits
         client.close()
         pid = server.process.pid
     finally:
