@@ -37,6 +37,7 @@ BUS_PUBLISH_FAILURES = Counter(
 CATCH_UPS = Counter(
     "notihub_catch_ups_total", "Sockets caught up from MongoDB, by reason", ["reason"]
 )
+SESSIONS_EXPIRED = Counter("notihub_sessions_expired_total", "Sockets disconnected when their token expired")
 DROPPED_SLOW = Counter(
     "notihub_sockets_dropped_slow_total", "Sockets closed because their client stopped reading (they replay)"
 )

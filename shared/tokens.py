@@ -23,6 +23,8 @@ class User:
     id: str
     name: str | None = None
     roles: tuple[str, ...] = ()
+    # When the token stops being valid (its exp, seconds since the epoch).
+    expires_at: float | None = None
 
 
 class TokenVerifier:
@@ -74,7 +76,8 @@ class TokenVerifier:
         roles = claims.get("roles") or ()
         if not isinstance(roles, list | tuple) or not all(isinstance(r, str) for r in roles):
             raise Unauthorized("the token's roles must be a list of strings")
-        return User(id=sub, name=name if isinstance(name, str) else None, roles=tuple(roles))
+        return User(id=sub, name=name if isinstance(name, str) else None, roles=tuple(roles),
+                    expires_at=float(claims["exp"]))
 
 
 def mint(

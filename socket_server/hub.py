@@ -80,6 +80,8 @@ class Connection:
     # Must read MongoDB before going (back) live: a gap, or a check found it behind.
     behind: bool = False
     held: deque[_HeldNote | _HeldBadge] = dataclasses.field(default_factory=deque)
+    # Fires when the socket's token expires (see namespace.py).
+    expiry: asyncio.TimerHandle | None = None
 
 
 class Hub:
@@ -125,6 +127,8 @@ class Hub:
             if not peers:
                 del self._by_user[conn.user]
             conn.held.clear()
+            if conn.expiry is not None:
+                conn.expiry.cancel()
         metrics.SOCKETS.set(len(self._by_sid))
         return conn
 

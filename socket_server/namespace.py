@@ -1,8 +1,10 @@
 """The /notifications namespace: handshake authentication and acknowledged events."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -162,6 +164,11 @@ class NotificationsNamespace(socketio.AsyncNamespace):
                 since_error = "invalid_since"
         await self.enter_room(sid, f"user:{user.id}")
         conn = self.hub.attach(sid, user=user.id, lang=lang)
+        if user.expires_at is not None:
+            # The token is checked once, at the handshake: the socket lives no longer than it.
+            delay = max(0.0, user.expires_at - time.time())
+            conn.expiry = asyncio.get_running_loop().call_later(
+                delay, self.server.start_background_task, self._session_expired, sid)
         # After this handler returns the server sends CONNECT; the sync's first emit
         # (after a MongoDB read) always follows it.
         self.server.start_background_task(self._sync, conn, since, since_error)
@@ -172,6 +179,16 @@ class NotificationsNamespace(socketio.AsyncNamespace):
         except Exception:
             logger.exception("sync failed; closing socket %s so that it reconnects", conn.sid)
             await reconnect(self.server, conn.sid)
+
+    async def _session_expired(self, sid: str) -> None:
+        """Tell the socket its token expired, then disconnect it at the namespace: socket.io-client
+        does not reconnect by itself after that; the app sets a fresh token in ``socket.auth``
+        and calls ``connect()``, and its ``since`` replays what it missed meanwhile."""
+        if self.hub.connection(sid) is None:
+            return
+        metrics.SESSIONS_EXPIRED.inc()
+        await self.emit("session_expired", {}, to=sid)
+        await self.server.disconnect(sid, namespace=NAMESPACE)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         conn = self.hub.detach(sid)
