@@ -37,6 +37,9 @@ BUS_PUBLISH_FAILURES = Counter(
 CATCH_UPS = Counter(
     "notihub_catch_ups_total", "Sockets caught up from MongoDB, by reason", ["reason"]
 )
+IDLE_SESSIONS_CLOSED = Counter(
+    "notihub_idle_sessions_closed_total", "Engine.IO sessions closed for never joining /notifications"
+)
 SESSIONS_EXPIRED = Counter("notihub_sessions_expired_total", "Sockets disconnected when their token expired")
 DROPPED_SLOW = Counter(
     "notihub_sockets_dropped_slow_total", "Sockets closed because their client stopped reading (they replay)"

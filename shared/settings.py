@@ -86,6 +86,7 @@ class Settings:
     position_check_seconds: int = 10
     retention_sweep_seconds: int = 60
     max_socket_queue: int = 1000
+    namespace_timeout_seconds: int = 10
 
     @property
     def retention(self) -> "dt.timedelta":
@@ -148,6 +149,8 @@ class Settings:
             position_check_seconds=_int(env, "NOTIHUB_POSITION_CHECK_SECONDS", defaults.position_check_seconds, 1),
             retention_sweep_seconds=_int(env, "NOTIHUB_RETENTION_SWEEP_SECONDS", defaults.retention_sweep_seconds, 1),
             max_socket_queue=_int(env, "NOTIHUB_MAX_SOCKET_QUEUE", defaults.max_socket_queue, 10),
+            namespace_timeout_seconds=_int(env, "NOTIHUB_NAMESPACE_TIMEOUT_SECONDS",
+                                           defaults.namespace_timeout_seconds, 1),
         )
         return settings
 

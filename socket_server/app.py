@@ -99,6 +99,28 @@ async def _freeze_old_objects(every: float, thaw_every: int) -> None:
             gc.freeze()
 
 
+async def _close_idle_sessions(sio: WorkerServer, timeout: float) -> None:
+    # An Engine.IO session that never joins /notifications costs the worker a socket, a queue and
+    # its tasks for nothing (python-socketio keeps it until the client leaves): closed after
+    # `timeout` seconds, checked twice as often.
+    seen: dict[str, float] = {}
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(timeout / 2)
+        now = loop.time()
+        sessions = dict(sio.eio.sockets)
+        for eio_sid in list(seen):
+            if eio_sid not in sessions or sio.manager.sid_from_eio_sid(eio_sid, NAMESPACE) is not None:
+                del seen[eio_sid]
+        for eio_sid, socket in sessions.items():
+            if sio.manager.sid_from_eio_sid(eio_sid, NAMESPACE) is not None or socket.closed:
+                continue
+            if now - seen.setdefault(eio_sid, now) >= timeout:
+                del seen[eio_sid]
+                metrics.IDLE_SESSIONS_CLOSED.inc()
+                await socket.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
+
+
 async def _refresh_presence(presence: Presence, hub: Hub) -> None:
     while True:
         await asyncio.sleep(LEASE_SECONDS / 3)
@@ -161,6 +183,7 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
                     position_check=_check_positions(hub, check_now, settings.position_check_seconds),
                     presence_refresh=_refresh_presence(presence, hub),
                     gc_freeze=_freeze_old_objects(every=30, thaw_every=20),
+                    idle_sessions=_close_idle_sessions(sio, settings.namespace_timeout_seconds),
                     metrics_share=metrics.share(runtime.redis, prefix=settings.channel_prefix, process=worker_id),
                 ):
                     # Serve only once live events can reach us.

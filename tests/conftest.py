@@ -51,6 +51,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "NOTIHUB_MAX_CONNECTIONS_PER_USER": "8",
         # A client that stops reading is closed after this many unsent packets (slow-client tests).
         "NOTIHUB_MAX_SOCKET_QUEUE": "50",
+        # An Engine.IO session that never joins /notifications is closed after this (abuse tests).
+        "NOTIHUB_NAMESPACE_TIMEOUT_SECONDS": "3",
         # Short drains (rolling-deploy tests), and a session that stops quickly.
         "NOTIHUB_DRAIN_SECONDS": "3",
         "NOTIHUB_KAFKA_PORT": str(kafka_port := free_port_run(2)),
