@@ -5,13 +5,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from pymongo.errors import PyMongoError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import metrics
 from shared.errors import HubError, InternalError, MethodNotAllowed, NotFound, PayloadTooLarge, Unavailable
-from shared.storage.mongo import transient
+from shared.runtime import services_fault
 
 from .respond import json_response
 
@@ -47,17 +44,14 @@ async def errors(request: web.Request, handler: Callable[[web.Request], Awaitabl
             raise
         error = _HTTP_CODES.get(exc.status) or HubError(exc.reason, code="http_error")
         response = json_response(error.to_dict(), status=exc.status)
-    except (PyMongoError, RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
-        if isinstance(exc, PyMongoError) and not transient(exc):
-            # The same request would meet it again: a defect, answered as one below.
-            response = _defect(request)
-        else:
+    except Exception as exc:
+        if services_fault(exc):
             # An election, a restart, a deadline: the caller may try again (with the same
             # idempotency key) and lose nothing.
             logger.warning("backing service unavailable: %s", exc)
             error = Unavailable("a backing service is unavailable; try again")
             response = json_response(error.to_dict(), status=error.status)
-    except Exception:
-        response = _defect(request)
+        else:
+            response = _defect(request)
     metrics.HTTP_REQUESTS.labels(request.method, _route_name(request), str(response.status)).inc()
     return response

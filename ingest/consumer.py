@@ -15,14 +15,12 @@ from collections import defaultdict
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
-from pymongo.errors import PyMongoError
-from redis.exceptions import RedisError
 
 from shared.events.handler import EventHandler
 from shared.events.models import InvalidEvent, parse_event
 from shared.kafka import CONSUMER_GROUP, DLQ_TOPIC, EVENTS_TOPIC
+from shared.runtime import services_fault
 from shared.settings import Settings
-from shared.storage.mongo import transient
 
 from . import metrics
 
@@ -124,33 +122,21 @@ class EventConsumer:
             except InvalidEvent as exc:
                 await self._dead_letter(record, exc.message)
                 return
-            except PyMongoError as exc:
-                if not transient(exc):
-                    # The same record meets the same error every time: a defect, below.
+            except Exception as exc:
+                if services_fault(exc):
+                    # Not the event's fault: keep it and try again, without committing past it.
+                    metrics.EVENTS.labels("unknown", "retried").inc()
+                    logger.warning("handling %s@%d failed (%s); retrying in %.1fs", record.topic, record.offset,
+                                   exc, backoff)
+                else:
+                    # A defect met by this record (or an error MongoDB gives it every time): retry
+                    # a little in case it passes, then park the record instead of stopping the
+                    # partition (or the worker) behind it for good.
                     failures += 1
                     if await self._gave_up(record, exc, failures):
                         return
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
-                    continue
-                metrics.EVENTS.labels("unknown", "retried").inc()
-                logger.warning("handling %s@%d failed (%s); retrying in %.1fs", record.topic, record.offset, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-            except (RedisError, OSError) as exc:
-                # Not the event's fault: keep it and try again, without committing past it.
-                metrics.EVENTS.labels("unknown", "retried").inc()
-                logger.warning("handling %s@%d failed (%s); retrying in %.1fs", record.topic, record.offset, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-            except Exception as exc:
-                # A defect met by this record: retry a little in case it passes, then park the
-                # record instead of stopping the partition (or the worker) behind it for good.
-                failures += 1
-                if await self._gave_up(record, exc, failures):
-                    return
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
 
     async def _gave_up(self, record: ConsumerRecord, exc: Exception, failures: int) -> bool:
         """Log a defect met by a record; after UNEXPECTED_ATTEMPTS, dead-letter the record."""

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from bson import ObjectId
 from redis.exceptions import RedisError
 
+from . import metrics
 from .models import Actor, Notification, Stored, iso
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,8 @@ class Gap:
     """The subscription was lost and is back: events in between may be missing."""
 
 
-Event = Delivered | ReadChanged | Deleted
+Change = ReadChanged | Deleted
+Event = Delivered | Change
 
 
 def _content_key(n: Notification) -> tuple[Any, ...]:
@@ -144,17 +146,10 @@ def delivered_messages(stored: Sequence[Stored]) -> list[bytes]:
     return messages
 
 
-def encode(event: Event) -> bytes:
-    """One event as a JSON message (a Delivered one must fit in one message)."""
-    if isinstance(event, Delivered):
-        body: dict[str, Any] = {"kind": "delivered", "contents": [_content_wire(c) for c in event.contents],
-                                "items": [[i.content, i.recipient, str(i.id), i.seq, i.unread, i.ver]
-                                          for i in event.items]}
-    elif isinstance(event, ReadChanged):
-        body = {"kind": "read", **dataclasses.asdict(event)}
-    else:
-        body = {"kind": "deleted", **dataclasses.asdict(event)}
-    return orjson.dumps(body)
+def encode(event: Change) -> bytes:
+    """A change of one user's inbox as a JSON message (new notifications: delivered_messages)."""
+    kind = "read" if isinstance(event, ReadChanged) else "deleted"
+    return orjson.dumps({"kind": kind, **dataclasses.asdict(event)})
 
 
 def decode(message: bytes | str) -> Event | None:
@@ -195,8 +190,8 @@ class EventBus:
         async with asyncio.timeout(self.timeout):
             await self._redis.publish(self.channel, message)
 
-    async def publish(self, event: Event) -> None:
-        """Send one event to every listening worker (within the bus's deadline)."""
+    async def publish(self, event: Change) -> None:
+        """Send one change to every listening worker (within the bus's deadline)."""
         await self._send(encode(event))
 
     async def deliver(self, stored: Sequence[Stored]) -> int:
@@ -205,6 +200,21 @@ class EventBus:
         for message in messages:
             await self._send(message)
         return len(messages)
+
+    async def announce(self, what: Change | Sequence[Stored]) -> None:
+        """Publish what is already committed: a failure is counted and logged, never raised.
+
+        Nothing is lost by it: workers find what the bus did not carry in MongoDB, at the
+        recipient's next notification, at their position check or after a bus gap."""
+        try:
+            if isinstance(what, ReadChanged | Deleted):
+                await self.publish(what)
+            elif what:
+                await self.deliver(what)
+        except (RedisError, OSError, TimeoutError) as exc:
+            metrics.BUS_PUBLISH_FAILURES.inc()
+            logger.warning("could not announce a committed change on %s (%s); workers will find it in MongoDB",
+                           self.channel, exc)
 
     async def listen(
         self, *, ready: asyncio.Event | None = None, max_backoff: float = 5.0

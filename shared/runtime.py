@@ -20,7 +20,7 @@ from .bus import EventBus
 from .service import NotificationService
 from .settings import Settings
 from .storage.idempotency import IdempotencyStore
-from .storage.mongo import connect, database
+from .storage.mongo import connect, database, transient
 from .storage.notifications import NotificationStore
 from .storage.preferences import PreferenceStore
 from .storage.topics import TopicStore
@@ -55,6 +55,15 @@ class Runtime:
             except (asyncio.TimeoutError, PyMongoError, RedisError, OSError):
                 results[name] = False
         return results
+
+
+def services_fault(exc: BaseException) -> bool:
+    """Whether an error came from a backing service that may be back soon (an election, a
+    deadline, a lost connection), so that the same call later may succeed; otherwise it is a
+    defect, or an error the same input meets every time."""
+    if isinstance(exc, PyMongoError):
+        return transient(exc)
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError)
 
 
 def connect_redis(settings: Settings, *, max_connections: int = 256) -> aioredis.Redis:

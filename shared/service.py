@@ -15,7 +15,6 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
-from . import metrics
 from .bus import Deleted, EventBus, ReadChanged
 from .errors import Conflict, InvalidRequest, NotFound
 from .ids import decode_cursor, encode_cursor, new_id
@@ -105,11 +104,11 @@ class NotificationService:
         stored_any = False
         async for batch in self._audience(draft):
             now = utcnow()
-            actor, params, data = draft.actor, draft.params, draft.data
+            # One request's notifications share their content objects: the bus sends it once.
             notifications = [
-                Notification(id=new_id(now), type=draft.type, recipient=recipient, actor=actor, created_at=now,
-                             title=draft.title, body=draft.body, url=draft.url, params=params, data=data,
-                             source=draft.source)
+                Notification(id=new_id(now), type=draft.type, recipient=recipient, actor=draft.actor,
+                             created_at=now, title=draft.title, body=draft.body, url=draft.url,
+                             params=draft.params, data=draft.data, source=draft.source)
                 for recipient in batch
             ]
             # Filtered by preferences, committed with other requests' notifications, then
@@ -139,11 +138,7 @@ class NotificationService:
             # seen it, which it finds by a replay from MongoDB (see socket_server/hub.py).
             stored = [Stored(n, seq=0, unread=inboxes[n.recipient].unread, ver=inboxes[n.recipient].ver)
                       for n in notifications]
-            try:
-                await self.bus.deliver(stored)
-            except (RedisError, OSError, TimeoutError) as exc:
-                metrics.BUS_PUBLISH_FAILURES.inc()
-                logger.warning("could not announce %s again (%s); workers will find it in MongoDB", source, exc)
+            await self.bus.announce(stored)
         return notifications
 
     async def _after_commit(self, stored: Sequence[Stored]) -> None:
@@ -165,18 +160,9 @@ class NotificationService:
                 # Its next notification puts it back in the set.
                 logger.warning("could not trim the inbox of %s: %s", user, exc)
 
-    async def _tell(self, event: ReadChanged | Deleted) -> None:
-        # The change is committed: a lost announcement must not fail it. Open sockets get the
-        # badge at their worker's next position check (the inbox's version moved).
-        try:
-            await self.bus.publish(event)
-        except (RedisError, OSError, TimeoutError) as exc:
-            metrics.BUS_PUBLISH_FAILURES.inc()
-            logger.warning("could not announce a change of %s's inbox (%s)", event.user, exc)
-
     async def _removed(self, user: str, changed: Changed | None) -> None:
         if changed is not None and changed.count:
-            await self._tell(Deleted(user=user, ids=[str(i) for i in changed.ids],
+            await self.bus.announce(Deleted(user=user, ids=[str(i) for i in changed.ids],
                                      unread_count=changed.inbox.unread, ver=changed.inbox.ver))
 
     async def expire(self, *, limit: int = 1000) -> int:
@@ -231,16 +217,16 @@ class NotificationService:
         """Mark some of the user's notifications read and tell all of the user's sockets."""
         changed = await self.store.mark_read(user, ids)
         if changed.count:
-            await self._tell(ReadChanged(user=user, ids=[str(i) for i in changed.ids], all=False,
-                                         unread_count=changed.inbox.unread, ver=changed.inbox.ver))
+            await self.bus.announce(ReadChanged(user=user, ids=[str(i) for i in changed.ids], all=False,
+                                                unread_count=changed.inbox.unread, ver=changed.inbox.ver))
         return changed.inbox.unread
 
     async def mark_all_read(self, user: str) -> int:
         """Mark all of the user's notifications read and tell all of the user's sockets."""
         changed = await self.store.mark_all_read(user)
         if changed.count:
-            await self._tell(ReadChanged(user=user, ids=[], all=True, unread_count=changed.inbox.unread,
-                                         ver=changed.inbox.ver))
+            await self.bus.announce(ReadChanged(user=user, ids=[], all=True, unread_count=changed.inbox.unread,
+                                                ver=changed.inbox.ver))
         return changed.inbox.unread
 
     async def delete(self, user: str, id_: ObjectId) -> int:

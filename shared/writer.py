@@ -1,9 +1,8 @@
 """Group commit: the notifications of concurrent requests and events share one transaction.
 
 One writing task per process takes everything queued since its last commit and commits it
-as one batch (one majority transaction for many requests, preferences read with the inboxes), then
-announces the batch on the bus
-(one message for many notifications, each content once). A request waits only for the commit
+as one batch (one majority transaction for many requests, preferences read with the inboxes),
+then announces the batch on the bus (one message for many notifications, each content once). A request waits only for the commit
 it is part of; while a commit is in flight the next batch gathers, so batches grow with load
 and cost nothing when idle.
 
@@ -16,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from pymongo.errors import PyMongoError
-from redis.exceptions import RedisError
 
 from . import metrics
 from .bus import EventBus
@@ -41,7 +40,7 @@ class GroupWriter:
         self._bus = bus
         self._after_commit = after_commit
         self._max_batch = max_batch
-        self._queue: list[tuple[Sequence[Notification], asyncio.Future[list[Stored]]]] = []
+        self._queue: deque[tuple[Sequence[Notification], asyncio.Future[list[Stored]]]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._alone = 0
 
@@ -61,7 +60,7 @@ class GroupWriter:
         self._alone -= alone
         taken, size = [], 0
         while self._queue and not (taken and (alone or size + len(self._queue[0][0]) > self._max_batch)):
-            entry = self._queue.pop(0)
+            entry = self._queue.popleft()
             if entry[1].done():  # its request went away
                 continue
             taken.append(entry)
@@ -79,7 +78,7 @@ class GroupWriter:
                 if len(batch) > 1 and not (isinstance(exc, PyMongoError) and transient(exc)):
                     # One request's data may be what MongoDB refuses: commit each on its own,
                     # so that it fails alone.
-                    self._queue[:0] = [(notifications, future) for notifications, future in batch]
+                    self._queue.extendleft(reversed(batch))
                     self._alone = len(batch)
                     continue
                 for _, future in batch:
@@ -100,12 +99,7 @@ class GroupWriter:
     async def _announce(self, stored: Sequence[Stored]) -> None:
         if not stored:
             return
-        try:
-            await self._bus.deliver(stored)
-        except (RedisError, OSError, TimeoutError) as exc:
-            metrics.BUS_PUBLISH_FAILURES.inc()
-            logger.warning("could not announce %d stored notifications (%s); workers will find them in MongoDB",
-                           len(stored), exc)
+        await self._bus.announce(stored)
         if self._after_commit is not None:
             try:
                 await self._after_commit(stored)

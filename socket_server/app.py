@@ -103,22 +103,19 @@ async def _close_idle_sessions(sio: WorkerServer, timeout: float) -> None:
     # An Engine.IO session that never joins /notifications costs the worker a socket, a queue and
     # its tasks for nothing (python-socketio keeps it until the client leaves): closed after
     # `timeout` seconds, checked twice as often.
-    seen: dict[str, float] = {}
+    first_seen: dict[str, float] = {}
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(timeout / 2)
         now = loop.time()
-        sessions = dict(sio.eio.sockets)
-        for eio_sid in list(seen):
-            if eio_sid not in sessions or sio.manager.sid_from_eio_sid(eio_sid, NAMESPACE) is not None:
-                del seen[eio_sid]
-        for eio_sid, socket in sessions.items():
-            if sio.manager.sid_from_eio_sid(eio_sid, NAMESPACE) is not None or socket.closed:
-                continue
-            if now - seen.setdefault(eio_sid, now) >= timeout:
-                del seen[eio_sid]
+        # One pass: sessions that left or joined drop out of the record by themselves.
+        unjoined = {eio_sid: socket for eio_sid, socket in list(sio.eio.sockets.items())
+                    if not socket.closed and sio.manager.sid_from_eio_sid(eio_sid, NAMESPACE) is None}
+        first_seen = {eio_sid: first_seen.get(eio_sid, now) for eio_sid in unjoined}
+        for eio_sid, since in first_seen.items():
+            if now - since >= timeout:
                 metrics.IDLE_SESSIONS_CLOSED.inc()
-                await socket.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
+                await unjoined[eio_sid].close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
 
 
 async def _refresh_presence(presence: Presence, hub: Hub) -> None:

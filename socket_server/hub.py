@@ -220,24 +220,22 @@ class Hub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _catch_up_later(self, conn: Connection, reason: str, delay: float = 0.0) -> None:
+    async def _catch_up_later(self, conn: Connection, reason: str) -> None:
         metrics.CATCH_UPS.labels(reason).inc()
         try:
-            if delay:
-                await asyncio.sleep(delay)
             async with self._slots:
                 await self._go_live(conn)
         except Exception:
             logger.exception("catching up socket %s failed; closing it so that it replays", conn.sid)
             await self._drop(conn.sid)
 
-    def _fall_behind(self, conn: Connection, reason: str, delay: float = 0.0) -> None:
+    def _fall_behind(self, conn: Connection, reason: str) -> None:
         if conn.syncing:
             # Its running sync or catch-up reads MongoDB once more before going live.
             conn.behind = True
             return
         conn.syncing = conn.behind = True
-        self._spawn(self._catch_up_later(conn, reason, delay))
+        self._spawn(self._catch_up_later(conn, reason))
 
     # -- live delivery ---------------------------------------------------------------------
 

@@ -10,13 +10,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import socketio
-from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from shared import metrics
 from shared.errors import HubError, InternalError, InvalidRequest, TooManyConnections, Unavailable, UnknownEvent
 from shared.i18n import Renderer, negotiate
 from shared.ids import parse_id, parse_ids
+from shared.runtime import services_fault
 from shared.service import NotificationService
 from shared.tokens import TokenVerifier
 
@@ -53,10 +53,10 @@ def acknowledged(handler: Callable[..., Awaitable[dict[str, Any]]]) -> Callable[
             return {"ok": True, **await handler(self, conn, data)}
         except HubError as exc:
             return {"ok": False, **exc.to_dict()}
-        except (PyMongoError, RedisError):
-            logger.exception("a backing service failed during %s", handler.__name__)
-            return {"ok": False, **Unavailable("a backing service is unavailable; try again").to_dict()}
-        except Exception:
+        except Exception as exc:
+            if services_fault(exc):
+                logger.warning("a backing service failed during %s: %s", handler.__name__, exc)
+                return {"ok": False, **Unavailable("a backing service is unavailable; try again").to_dict()}
             # A defect: log it in full; the client still gets its answer and keeps its socket.
             logger.exception("%s failed", handler.__name__)
             return {"ok": False, **InternalError("an internal error occurred").to_dict()}

@@ -50,8 +50,8 @@ TOMBSTONE_SECONDS = 24 * 3600
 # MongoDB's TTL monitor is only a backstop behind the retention sweep (which keeps the inbox
 # counts and open badges right): it deletes what the sweep did not get to within a day.
 TTL_BACKSTOP_SECONDS = 24 * 3600
-# Concurrent first writes for a new user race to create its inbox document: try again.
-_CREATE_RACES = 5
+# A repeat committed concurrently makes a commit fail on the unique index: done again without it.
+_REPEAT_RACES = 5
 
 
 @dataclasses.dataclass(slots=True)
@@ -135,15 +135,10 @@ class NotificationStore:
 
     async def _transaction(self, work: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
         # with_transaction retries the whole of `work` on a write conflict (two writers of one
-        # inbox) and on transient errors (an election), within the client's timeoutMS.
-        for attempt in range(_CREATE_RACES):
-            try:
-                async with self._db.client.start_session() as session:
-                    return await session.with_transaction(work)
-            except DuplicateKeyError as exc:
-                if "inboxes" not in str(exc) or attempt == _CREATE_RACES - 1:
-                    raise
-        raise AssertionError("unreachable")
+        # inbox, or two first writes creating it) and on transient errors (an election), within
+        # the client's timeoutMS.
+        async with self._db.client.start_session() as session:
+            return await session.with_transaction(work)
 
     async def _positions(self, session: AsyncClientSession, users: Sequence[str]) -> dict[str, _Position]:
         """The inboxes of ``users`` as this transaction sees them."""
@@ -179,15 +174,14 @@ class NotificationStore:
 
         The answer is aligned with ``notifications``: None for one left out, because its
         recipient disabled its type, or it repeats one stored before (same source and recipient)
-        or one the user deleted. If a repeat
-        commits concurrently, the transaction fails on the unique index and is done again
-        without it.
+        or one the user deleted. If a repeat commits concurrently, the transaction fails on the
+        unique index and is done again without it.
         """
         result: list[Stored | None] = []
         for start in range(0, len(notifications), COMMIT_BATCH):
             batch = notifications[start : start + COMMIT_BATCH]
             stored: dict[int, Stored] = {}
-            for attempt in range(_CREATE_RACES):
+            for attempt in range(_REPEAT_RACES):
                 fresh = await self._fresh(batch)
                 if not fresh:
                     break
@@ -196,7 +190,7 @@ class NotificationStore:
                     stored = {i: c for (i, _), c in zip(fresh, committed)}
                     break
                 except DuplicateKeyError:
-                    if attempt == _CREATE_RACES - 1:
+                    if attempt == _REPEAT_RACES - 1:
                         raise
             result.extend(stored.get(i) for i in range(len(batch)))
         return result
@@ -333,8 +327,7 @@ class NotificationStore:
 
     async def inbox(self, user: str) -> Inbox:
         """One user's inbox position and badge."""
-        doc = await self._inboxes.find_one({"_id": user})
-        return _Position.from_document(doc).inbox(user) if doc else Inbox(user=user)
+        return (await self.inboxes([user]))[user]
 
     async def by_source(self, source: str) -> list[Notification]:
         """What was stored for one idempotency source, oldest first."""

@@ -141,10 +141,17 @@ async def test_the_drain_closes_every_socket_in_shuffled_batches_spread_over_its
     assert len({round(t, 2) for t in times}) >= 5
     assert [sid for _, sid in closed] != [f"s{i}" for i in range(40)]  # shuffled
 
-    everything = Drainer(seconds=0, sockets=lambda: ["a", "b"], close=lambda sid: asyncio.sleep(0))
+    still_open, closed_at_once = ["a", "b"], []
+
+    async def close_now(sid: str) -> None:
+        still_open.remove(sid)
+        closed_at_once.append(sid)
+
+    everything = Drainer(seconds=0, sockets=lambda: list(still_open), close=close_now)
     began = loop.time()
     await everything.drain()
     assert loop.time() - began < 0.5
+    assert sorted(closed_at_once) == ["a", "b"] and not still_open
 
 
 async def test_a_draining_worker_refuses_handshakes_and_health_checks_but_serves_sessions():
