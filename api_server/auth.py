@@ -1,14 +1,25 @@
-"""Who is calling: a producer with a service key, or a user with a JWT."""
+"""Who is calling, and whether they may call again: a producer with a service key, or a user with
+a JWT, each counted against its rate limit (per producer key, per user)."""
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 from aiohttp import web
 
-from shared.errors import Unauthorized
+from shared.errors import RateLimited, Unauthorized
+from shared.ratelimit import RedisLimiter, Verdict
 from shared.tokens import User
 
-from .keys import SETTINGS, VERIFIER
+from .keys import LIMITS, SETTINGS, VERIFIER
+
+# The verdict of the request's rate limit, for its RateLimit-* headers (see add_rate_limit_headers).
+VERDICT = web.RequestKey("rate_limit", Verdict)
+
+
+def producer_id(key: str) -> str:
+    """A producer's name in idempotency records, limits and logs: a digest of its key, never the key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _bearer(request: web.Request) -> str:
@@ -18,13 +29,35 @@ def _bearer(request: web.Request) -> str:
     return value.strip()
 
 
-def require_service(request: web.Request) -> None:
-    """Accept the request only with one of the configured service keys."""
+async def _count(request: web.Request, limiter: RedisLimiter, who: str) -> None:
+    verdict = await limiter.hit(who)
+    request[VERDICT] = verdict
+    if not verdict.allowed:
+        raise RateLimited(f"too many requests; try again in {verdict.retry_after_seconds} s",
+                          retry_after=verdict.retry_after_seconds)
+
+
+async def require_service(request: web.Request) -> str:
+    """Accept the request only with one of the configured service keys, within its key's rate
+    limit; the producer's id (see ``producer_id``)."""
     presented = _bearer(request).encode()
-    if not any(hmac.compare_digest(presented, key.encode()) for key in request.app[SETTINGS].service_keys):
-        raise Unauthorized("unknown service key")
+    for key in request.app[SETTINGS].service_keys:
+        if hmac.compare_digest(presented, key.encode()):
+            producer = producer_id(key)
+            await _count(request, request.app[LIMITS].producer, producer)
+            return producer
+    raise Unauthorized("unknown service key")
 
 
-def require_user(request: web.Request) -> User:
-    """The user whose JWT the request carries."""
-    return request.app[VERIFIER].verify(_bearer(request))
+async def require_user(request: web.Request) -> User:
+    """The user whose JWT the request carries, within the user's rate limit."""
+    user = request.app[VERIFIER].verify(_bearer(request))
+    await _count(request, request.app[LIMITS].user, user.id)
+    return user
+
+
+async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: RateLimit-* (and Retry-After when refused) on limited routes."""
+    verdict: Verdict | None = request.get(VERDICT)
+    if verdict is not None and verdict.limit:
+        response.headers.update(verdict.headers())

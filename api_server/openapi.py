@@ -34,6 +34,14 @@ class Param:
         return {"name": self.name, "in": "query", "required": False, "description": self.description, "schema": schema}
 
 
+_RATE_HEADERS = {
+    "RateLimit-Limit": {"description": "requests allowed at once (and per period)", "schema": {"type": "integer"}},
+    "RateLimit-Remaining": {"description": "requests left now", "schema": {"type": "integer"}},
+    "RateLimit-Reset": {"description": "seconds until the whole allowance is back", "schema": {"type": "integer"}},
+}
+_RETRY_AFTER = {"description": "seconds to wait before the next request", "schema": {"type": "integer"}}
+
+
 def _ref(model: type) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
@@ -66,6 +74,8 @@ def build(endpoints: "tuple[Endpoint, ...]") -> dict[str, Any]:
         if e.auth is not None:
             op["security"] = [{"serviceKey": []}] if e.auth == "service" else [{"userToken": []}]
             responses.setdefault("401", error)
+            responses.setdefault("429", {**error, "description": "rate limited: try again after Retry-After seconds",
+                                         "headers": {"Retry-After": _RETRY_AFTER}})
         if e.body is not None or params:
             responses.setdefault("400", error)
         if e.body is not None:
@@ -77,6 +87,10 @@ def build(endpoints: "tuple[Endpoint, ...]") -> dict[str, Any]:
             responses.setdefault("409", error)
         # Any operation that needs MongoDB or Redis answers 503 while one of them is down.
         responses.setdefault("503", error)
+        if e.auth is not None:
+            # Limited per producer key or per user: every answer says how much is left.
+            responses = {status: {**response, "headers": {**_RATE_HEADERS, **response.get("headers", {})}}
+                         for status, response in responses.items()}
         op["responses"] = responses
         paths.setdefault(e.path, {})[e.method.lower()] = op
     return {

@@ -16,6 +16,7 @@ from shared.ids import parse_id, parse_ids
 from shared.kafka import EVENTS_TOPIC, kafka_answers
 from shared.models import Actor, Draft
 from shared.service import fingerprint
+from shared.web import metrics_refusal
 
 from .auth import require_service, require_user
 from .keys import KAFKA, RENDERER, RUNTIME, SETTINGS
@@ -30,9 +31,10 @@ def _params(data: dict[str, Any] | None) -> dict[str, Any]:
 
 async def publish(request: web.Request) -> web.Response:
     """POST /v1/notifications: store and deliver one notification per recipient."""
-    require_service(request)
+    producer = await require_service(request)
     body = await parse_body(request, PublishIn)
-    source = f"key:{body.idempotency_key}" if body.idempotency_key else None
+    # Idempotency keys are the producer's own: another producer's equal key is another request.
+    source = f"key:{producer}:{body.idempotency_key}" if body.idempotency_key else None
     draft = Draft(
         type=body.type,
         recipients=tuple(body.recipients or ()),
@@ -59,7 +61,7 @@ def _lang(request: web.Request) -> str:
 
 async def list_mine(request: web.Request) -> web.Response:
     """GET /v1/me/notifications: the caller's inbox, newest first."""
-    user = require_user(request)
+    user = await require_user(request)
     page = await request.app[RUNTIME].service.page(
         user.id,
         cursor=request.query.get("cursor"),
@@ -75,13 +77,13 @@ async def list_mine(request: web.Request) -> web.Response:
 
 async def unread_count(request: web.Request) -> web.Response:
     """GET /v1/me/notifications/unread-count."""
-    user = require_user(request)
+    user = await require_user(request)
     return json_response({"unread_count": await request.app[RUNTIME].service.unread_count(user.id)})
 
 
 async def mark_read(request: web.Request) -> web.Response:
     """POST /v1/me/notifications/read: mark some of the caller's notifications read."""
-    user = require_user(request)
+    user = await require_user(request)
     body = await parse_body(request, IdsIn)
     count = await request.app[RUNTIME].service.mark_read(user.id, parse_ids(body.ids))
     return json_response({"unread_count": count})
@@ -89,13 +91,13 @@ async def mark_read(request: web.Request) -> web.Response:
 
 async def mark_all_read(request: web.Request) -> web.Response:
     """POST /v1/me/notifications/read-all."""
-    user = require_user(request)
+    user = await require_user(request)
     return json_response({"unread_count": await request.app[RUNTIME].service.mark_all_read(user.id)})
 
 
 async def delete(request: web.Request) -> web.Response:
     """DELETE /v1/me/notifications/{id}: 404 unless it is the caller's."""
-    user = require_user(request)
+    user = await require_user(request)
     try:
         notification_id = parse_id(request.match_info["id"])
     except InvalidRequest:
@@ -107,7 +109,7 @@ async def delete(request: web.Request) -> web.Response:
 
 async def publish_event(request: web.Request) -> web.Response:
     """POST /v1/events: validate a domain event and write it to Kafka for the ingest workers."""
-    require_service(request)
+    await require_service(request)
     if request.content_type != "application/json":
         raise UnsupportedMediaType("send JSON with Content-Type: application/json")
     raw = await request.read()
@@ -153,7 +155,7 @@ def _path(request: web.Request, name: str, adapter: TypeAdapter) -> str:
 
 async def subscribe(request: web.Request) -> web.Response:
     """PUT /v1/topics/{topic}/subscribers/{user_id}."""
-    require_service(request)
+    await require_service(request)
     topic, user = _path(request, "topic", _TOPIC), _path(request, "user_id", _USER)
     await request.app[RUNTIME].service.subscribe(topic, user)
     return web.Response(status=204)
@@ -161,7 +163,7 @@ async def subscribe(request: web.Request) -> web.Response:
 
 async def unsubscribe(request: web.Request) -> web.Response:
     """DELETE /v1/topics/{topic}/subscribers/{user_id}."""
-    require_service(request)
+    await require_service(request)
     topic, user = _path(request, "topic", _TOPIC), _path(request, "user_id", _USER)
     await request.app[RUNTIME].service.unsubscribe(topic, user)
     return web.Response(status=204)
@@ -169,7 +171,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
 
 async def subscribers(request: web.Request) -> web.Response:
     """GET /v1/topics/{topic}/subscribers: one page, in user order."""
-    require_service(request)
+    await require_service(request)
     topic = _path(request, "topic", _TOPIC)
     limit = query_int(request, "limit")
     users, cursor = await request.app[RUNTIME].service.subscribers(
@@ -179,20 +181,24 @@ async def subscribers(request: web.Request) -> web.Response:
 
 async def get_preferences(request: web.Request) -> web.Response:
     """GET /v1/me/preferences."""
-    user = require_user(request)
+    user = await require_user(request)
     return json_response({"disabled_types": await request.app[RUNTIME].service.disabled_types(user.id)})
 
 
 async def put_preferences(request: web.Request) -> web.Response:
     """PUT /v1/me/preferences: replace the types the caller does not want."""
-    user = require_user(request)
+    user = await require_user(request)
     body = await parse_body(request, PreferencesIn)
     types = await request.app[RUNTIME].service.set_disabled_types(user.id, body.disabled_types)
     return json_response({"disabled_types": types})
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """GET /metrics: Prometheus text of the API and of every live worker (label ``process``)."""
+    """GET /metrics: Prometheus text of the API and of every live worker (label ``process``);
+    behind NOTIHUB_METRICS_KEY when set, else internal callers only (see shared/web.py)."""
+    refusal = metrics_refusal(request, request.app[SETTINGS])
+    if refusal is not None:
+        raise refusal
     body = await shared_metrics.combined(request.app[RUNTIME].redis, prefix=request.app[SETTINGS].channel_prefix,
                                          process="api")
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -48,6 +48,9 @@ environment (all optional):
                              waits that plus 10 s before SIGKILL (default 10)
   NOTIHUB_REDIS_URL / NOTIHUB_MONGO_URL / NOTIHUB_KAFKA_BOOTSTRAP
                              use these services instead of starting local ones
+  NOTIHUB_ENV                the processes run with NOTIHUB_ENV=development unless it is set:
+                             built-in secrets accepted, /metrics open to anyone
+application settings (NOTIHUB_JWT_SECRET, rate limits, CORS, ...): see the README, "Configuration"
 """
 
 

@@ -145,6 +145,8 @@ class Stack:
             env.pop("NOTIHUB_KAFKA_BOOTSTRAP", None)
         # Children log unbuffered so that a crash leaves its last lines in the log file.
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # The local stack is a development stack: its processes accept the built-in secrets.
+        env.setdefault("NOTIHUB_ENV", "development")
         return env
 
     # -- accessors -----------------------------------------------------------------------

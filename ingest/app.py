@@ -47,6 +47,6 @@ def create_app(settings: Settings, *, worker_id: str, wrap_handler: HandlerWrapp
 
     app.cleanup_ctx.append(runtime_ctx)
     app.router.add_get("/healthz", shared_web.healthz)
-    app.router.add_get("/metrics", shared_web.metrics)
+    app.router.add_get("/metrics", shared_web.metrics(settings))
     return app
 

@@ -73,6 +73,17 @@ class UnsupportedMediaType(HubError):
     status = 415
 
 
+class RateLimited(HubError):
+    """Past a rate limit: try again after ``retry_after`` seconds."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class TooManyConnections(HubError):
     code = "too_many_connections"
     status = 429

@@ -45,6 +45,18 @@ DROPPED_SLOW = Counter(
     "notihub_sockets_dropped_slow_total", "Sockets closed because their client stopped reading (they replay)"
 )
 BUS_MESSAGES = Counter("notihub_bus_messages_total", "Messages received from the event bus", ["kind"])
+RATE_LIMITED = Counter("notihub_rate_limited_total", "Requests, events and handshakes refused by a rate limit",
+                       ["limit"])
+RATE_LIMIT_FAILURES = Counter(
+    "notihub_rate_limit_failures_total", "Requests let through unchecked because Redis did not answer", ["limit"]
+)
+FLOODERS_DISCONNECTED = Counter(
+    "notihub_flooding_sockets_disconnected_total", "Sockets disconnected for going on sending past their limit"
+)
+THROTTLED = Counter(
+    "notihub_notifications_throttled_total",
+    "Notifications stored but not pushed live: past NOTIHUB_USER_MAX_PER_MINUTE for their recipient and type",
+)
 SOCKETS = Gauge("notihub_sockets_connected", "Sockets connected to this worker")
 CONNECTS_REFUSED = Counter("notihub_connects_refused_total", "Socket handshakes refused", ["code"])
 DELIVERED = Counter("notihub_notifications_delivered_total", "Notifications emitted to sockets", ["path"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ipaddress
 import logging
 import os
 from collections.abc import Mapping
@@ -10,9 +11,12 @@ from collections.abc import Mapping
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from .ratelimit import Rate
+
 logger = logging.getLogger(__name__)
 
-# Local defaults: good for `make run`, never for production (a warning says so).
+# Local defaults: good for `make run`, never for production (the processes refuse them unless
+# NOTIHUB_ENV=development).
 LOCAL_JWT_SECRET = "notihub-local-jwt-secret-change-me-0123456789"
 LOCAL_SERVICE_KEY = "notihub-local-service-key"
 
@@ -51,6 +55,36 @@ def _list(raw: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
 
 
+def _rate(env: Mapping[str, str], name: str, default: Rate) -> Rate:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return Rate.parse(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+def _networks(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(part, strict=False) for part in (_list(env.get(name)) or default))
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    origins = _list(env.get("NOTIHUB_CORS_ORIGINS"))
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise SettingsError(f"NOTIHUB_CORS_ORIGINS: {origin!r} is not an origin such as https://app.example.com")
+    return origins
+
+
+# Addresses whose X-Forwarded-For / X-Real-IP is believed: loopback and private networks, where
+# load balancers live.
+PRIVATE_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     """Every setting of every notihub process."""
@@ -87,6 +121,18 @@ class Settings:
     retention_sweep_seconds: int = 60
     max_socket_queue: int = 1000
     namespace_timeout_seconds: int = 10
+    # Safe defaults and abuse resistance (see README, "Security").
+    env: str = "production"
+    cors_origins: tuple[str, ...] = ()
+    metrics_key: str | None = None
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
+        ipaddress.ip_network(n) for n in PRIVATE_NETWORKS)
+    producer_rate: Rate = Rate(3000, 1)
+    user_rate: Rate = Rate(1200, 60)
+    socket_event_rate: Rate = Rate(100, 10)
+    handshake_rate_per_address: Rate = Rate(1200, 60)
+    handshake_rate_per_user: Rate = Rate(120, 60)
+    user_max_per_minute: int = 1800
 
     @property
     def retention(self) -> "dt.timedelta":
@@ -122,6 +168,9 @@ class Settings:
             raise SettingsError("HS256 needs NOTIHUB_JWT_SECRET")
         if algorithm != "HS256" and not public_key:
             raise SettingsError(f"{algorithm} needs NOTIHUB_JWT_PUBLIC_KEY")
+        environment = (env.get("NOTIHUB_ENV") or defaults.env).strip().lower()
+        if environment not in ("development", "production"):
+            raise SettingsError("NOTIHUB_ENV must be development or production")
         settings = cls(
             mongo_url=env.get("NOTIHUB_MONGO_URL") or defaults.mongo_url,
             mongo_db=env.get("NOTIHUB_MONGO_DB") or defaults.mongo_db,
@@ -151,13 +200,33 @@ class Settings:
             max_socket_queue=_int(env, "NOTIHUB_MAX_SOCKET_QUEUE", defaults.max_socket_queue, 10),
             namespace_timeout_seconds=_int(env, "NOTIHUB_NAMESPACE_TIMEOUT_SECONDS",
                                            defaults.namespace_timeout_seconds, 1),
+            env=environment,
+            cors_origins=_origins(env),
+            metrics_key=env.get("NOTIHUB_METRICS_KEY") or None,
+            trusted_proxies=_networks(env, "NOTIHUB_TRUSTED_PROXIES", PRIVATE_NETWORKS),
+            producer_rate=_rate(env, "NOTIHUB_PRODUCER_RATE_LIMIT", defaults.producer_rate),
+            user_rate=_rate(env, "NOTIHUB_USER_RATE_LIMIT", defaults.user_rate),
+            socket_event_rate=_rate(env, "NOTIHUB_SOCKET_RATE_LIMIT", defaults.socket_event_rate),
+            handshake_rate_per_address=_rate(env, "NOTIHUB_HANDSHAKE_RATE_LIMIT_PER_ADDRESS",
+                                             defaults.handshake_rate_per_address),
+            handshake_rate_per_user=_rate(env, "NOTIHUB_HANDSHAKE_RATE_LIMIT_PER_USER",
+                                          defaults.handshake_rate_per_user),
+            user_max_per_minute=_int(env, "NOTIHUB_USER_MAX_PER_MINUTE", defaults.user_max_per_minute, 0),
         )
         return settings
 
-    def warn_if_local(self) -> None:
-        """Log a warning when development secrets would reach production."""
-        if self.uses_local_secrets:
-            logger.warning(
-                "using the built-in local JWT secret or service key; "
-                "set NOTIHUB_JWT_SECRET and NOTIHUB_SERVICE_KEYS outside development"
-            )
+    @property
+    def development(self) -> bool:
+        """NOTIHUB_ENV=development: the local stack and the tests."""
+        return self.env == "development"
+
+    def check_secrets(self) -> None:
+        """Refuse the built-in development secrets outside development; warn within it."""
+        if not self.uses_local_secrets:
+            return
+        if not self.development:
+            raise SettingsError(
+                "the built-in development JWT secret or service key is in use: set NOTIHUB_JWT_SECRET "
+                "(or NOTIHUB_JWT_PUBLIC_KEY) and NOTIHUB_SERVICE_KEYS, or NOTIHUB_ENV=development on a "
+                "development machine")
+        logger.warning("using the built-in development JWT secret or service key (NOTIHUB_ENV=development)")

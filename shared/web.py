@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import logging
 import os
 import signal
@@ -12,6 +14,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .errors import HubError, NotFound, Unauthorized
+from .settings import Settings
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -23,9 +28,59 @@ class AccessLogger(AbstractAccessLogger):
         )
 
 
-async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text of this process."""
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+def client_address(peer: str | None, forwarded_for: str | None,
+                   trusted: "tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]") -> str | None:
+    """The address of the client behind a request from ``peer``.
+
+    A peer outside ``trusted`` (NOTIHUB_TRUSTED_PROXIES) is the client. A trusted one is a load
+    balancer: the client is the nearest untrusted address of its X-Forwarded-For, read from the
+    right (what the client wrote itself is on the left, and can be forged), or the leftmost when
+    all are trusted. ``None`` for a trusted peer that forwards nothing: an internal caller.
+    """
+    if peer is None or not _within(peer, trusted):
+        return peer
+    hops = [hop.strip() for hop in (forwarded_for or "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _within(hop, trusted):
+            return hop
+    return hops[0] if hops else None
+
+
+def _within(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False  # not an address: never a trusted proxy
+    return any(ip in network for network in networks)
+
+
+def metrics_refusal(request: web.Request, settings: Settings) -> HubError | None:
+    """Why ``request`` may not read /metrics, if it may not.
+
+    With NOTIHUB_METRICS_KEY set, the key is required (``Authorization: Bearer <key>``). Without
+    it, /metrics is for internal callers only: requests through the load balancer (which sets
+    X-Forwarded-For) are answered 404, except in development.
+    """
+    if settings.metrics_key:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), settings.metrics_key.encode()):
+            return None
+        return Unauthorized("send Authorization: Bearer <NOTIHUB_METRICS_KEY>")
+    if "X-Forwarded-For" in request.headers and not settings.development:
+        return NotFound("no such resource")
+    return None
+
+
+def metrics(settings: Settings):
+    """The handler of /metrics: Prometheus text of this process, for those who may read it."""
+
+    async def serve_metrics(request: web.Request) -> web.Response:
+        refusal = metrics_refusal(request, settings)
+        if refusal is not None:
+            return web.json_response(refusal.to_dict(), status=refusal.status)
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return serve_metrics
 
 
 async def healthz(request: web.Request) -> web.Response:

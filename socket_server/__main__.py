@@ -5,7 +5,7 @@ import argparse
 import re
 
 from shared import logs, metrics
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from shared.web import run
 
 from .app import DRAINER, create_app
@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m socket_server",
         description="notihub socket worker (Socket.IO namespace /notifications). "
-        "Configuration comes from NOTIHUB_* environment variables (see README).",
+        "Configuration comes from NOTIHUB_* environment variables (see README). "
+        "Outside NOTIHUB_ENV=development it refuses to start with the built-in secrets.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8200, help="port to listen on (default 8200)")
@@ -26,9 +27,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not re.fullmatch(r"w[0-9]+", args.worker_id):
         parser.error("--worker-id must look like w0, w1, …")
-    settings = Settings.from_env()
-    logs.setup(settings.log_level, name=args.worker_id)
-    settings.warn_if_local()
+    try:
+        settings = Settings.from_env()
+        logs.setup(settings.log_level, name=args.worker_id)
+        settings.check_secrets()
+    except SettingsError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     metrics.watch_gc()
     app = create_app(settings, worker_id=args.worker_id)
     app[DRAINER].install(app)

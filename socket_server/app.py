@@ -5,7 +5,9 @@ import asyncio
 import functools
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import socketio
 from aiohttp import web
@@ -14,6 +16,7 @@ from redis.exceptions import RedisError
 from shared import metrics
 from shared import web as shared_web
 from shared.i18n import Renderer
+from shared.ratelimit import LocalLimiter, Rate, RedisLimiter
 from shared.runtime import Runtime, open_runtime
 from shared.settings import Settings
 from shared.tokens import TokenVerifier
@@ -21,7 +24,7 @@ from shared.tokens import TokenVerifier
 from .drain import Drainer
 from .engine import FastJson, WorkerServer
 from .hub import Hub
-from .namespace import NAMESPACE, NotificationsNamespace, reconnect
+from .namespace import NAMESPACE, NotificationsNamespace, SocketLimits, reconnect
 from .presence import LEASE_SECONDS, Presence
 
 logger = logging.getLogger(__name__)
@@ -31,6 +34,22 @@ SIO = web.AppKey("sio", WorkerServer)
 HUB = web.AppKey("hub", Hub)
 BUS_READY = web.AppKey("bus_ready", asyncio.Event)
 DRAINER = web.AppKey("drainer", Drainer)
+
+
+def allowed_origins(origins: tuple[str, ...]) -> Any:
+    """Engine.IO's ``cors_allowed_origins``: the hub's own origin, and NOTIHUB_CORS_ORIGINS (``*``:
+    any)."""
+    if "*" in origins:
+        return "*"
+    if not origins:
+        return None  # engineio: the origin the request was made to, only
+
+    def allowed(origin: str | None, environ: dict[str, Any]) -> bool:
+        own = (environ.get("HTTP_X_FORWARDED_PROTO", environ.get("wsgi.url_scheme", "http")).split(",")[0].strip()
+               + "://" + environ.get("HTTP_HOST", ""))
+        return origin in origins or origin == own
+
+    return allowed
 
 
 def create_sio(settings: Settings, *, worker_id: str) -> WorkerServer:
@@ -43,7 +62,9 @@ def create_sio(settings: Settings, *, worker_id: str) -> WorkerServer:
         worker_id=worker_id,
         async_mode="aiohttp",
         client_manager=manager,
-        cors_allowed_origins="*",  # authentication is by token, never by cookie
+        cors_allowed_origins=allowed_origins(settings.cors_origins),
+        # Sockets authenticate with tokens, never with cookies: no origin may send credentials.
+        cors_credentials=False,
         json=FastJson,
         logger=False,
         engineio_logger=False,
@@ -165,13 +186,23 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
                 await reconnect(sio, sid)
 
             hub = Hub(service=runtime.service, renderer=renderer, emit=emit, drop=drop,
-                      init_limit=settings.init_limit, replay_limit=settings.replay_limit)
+                      init_limit=settings.init_limit, replay_limit=settings.replay_limit,
+                      throttle=LocalLimiter(Rate(settings.user_max_per_minute, 60), clock=time.time))
             app[HUB] = hub
             presence = Presence(redis=runtime.redis, prefix=settings.channel_prefix,
                                 limit=settings.max_connections_per_user)
             sio.register_namespace(NotificationsNamespace(
                 hub=hub, service=runtime.service, verifier=TokenVerifier(settings=settings),
                 renderer=renderer, presence=presence, default_lang=renderer.default_lang,
+                limits=SocketLimits(
+                    handshakes_per_address=RedisLimiter(
+                        redis=runtime.redis, prefix=settings.channel_prefix, name="handshake_address",
+                        rate=settings.handshake_rate_per_address, timeout=settings.redis_timeout),
+                    handshakes_per_user=RedisLimiter(
+                        redis=runtime.redis, prefix=settings.channel_prefix, name="handshake_user",
+                        rate=settings.handshake_rate_per_user, timeout=settings.redis_timeout),
+                    events=LocalLimiter(settings.socket_event_rate),
+                    trusted_proxies=settings.trusted_proxies),
             ))
             try:
                 check_now = asyncio.Event()
@@ -192,5 +223,5 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
 
     app.cleanup_ctx.append(runtime_ctx)
     app.router.add_get("/healthz", shared_web.healthz)
-    app.router.add_get("/metrics", shared_web.metrics)
+    app.router.add_get("/metrics", shared_web.metrics(settings))
     return app

@@ -21,6 +21,11 @@ Invariants, each proven in tests/socket_server/test_hub.py:
    users are read (one query per CHECK_BATCH users) and only sockets behind them catch up,
    a bounded number at a time, after a random delay so that workers do not stampede MongoDB.
 
+6. At most NOTIHUB_USER_MAX_PER_MINUTE notifications of one type per recipient are pushed live
+   (by their creation time, so every worker decides alike); the excess is stored, counted and
+   moves ``since`` without being sent: the inbox (``list``, ``init``) shows it, and the next event
+   that carries a badge brings the exact count.
+
 States of a socket: attached (syncing) → live; live → catching up (syncing) on a gap or a check
 that finds it behind → live; any state → closed when a MongoDB read fails or ``held`` overflows.
 """
@@ -40,6 +45,7 @@ from bson import ObjectId
 from shared import metrics
 from shared.bus import Deleted, Delivered, Event, Gap, Item, ReadChanged
 from shared.i18n import Renderer
+from shared.ratelimit import LocalLimiter, Rate
 from shared.models import Inbox
 from shared.service import NotificationService
 
@@ -60,8 +66,9 @@ CHECK_BATCH = 1000
 MAX_HELD = 1000
 _ZERO = ObjectId(bytes(12))
 
-# A held notification (the message it came in and its item), or a held badge event.
-_HeldNote = tuple[Delivered, Item]
+# A held notification (the message it came in, its item, whether it is throttled), or a held
+# badge event.
+_HeldNote = tuple[Delivered, Item, bool]
 _HeldBadge = tuple[str, dict[str, Any], int, int]  # event, data, unread, ver
 
 
@@ -88,7 +95,8 @@ class Hub:
     """Local sockets by user; renders each notification content once per language."""
 
     def __init__(self, *, service: NotificationService, renderer: Renderer, emit: Emit, drop: Drop,
-                 init_limit: int, replay_limit: int, max_held: int = MAX_HELD, jitter: float = 1.0) -> None:
+                 init_limit: int, replay_limit: int, max_held: int = MAX_HELD, jitter: float = 1.0,
+                 throttle: LocalLimiter | None = None) -> None:
         self._service = service
         self._renderer = renderer
         self._emit = emit
@@ -97,6 +105,7 @@ class Hub:
         self._replay_limit = replay_limit
         self._max_held = max_held
         self._jitter = jitter
+        self._throttle = throttle or LocalLimiter(Rate(0, 60))
         self._by_sid: dict[str, Connection] = {}
         self._by_user: dict[str, set[Connection]] = defaultdict(set)
         self._slots = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
@@ -200,8 +209,8 @@ class Hub:
                 conn.syncing = False
                 return
             entry = conn.held.popleft()
-            if len(entry) == 2:
-                await self._offer(conn, entry[0], entry[1], {}, "live")
+            if len(entry) == 3:
+                await self._offer(conn, entry[0], entry[1], {}, "live", quiet=entry[2])
             else:
                 event, data, unread, ver = entry
                 await self._emit(event, {**data, "unread_count": self._count(conn, unread, ver)}, conn.sid)
@@ -247,13 +256,19 @@ class Hub:
         return conn.unread
 
     async def _offer(self, conn: Connection, delivered: Delivered, item: Item,
-                     rendered: dict[tuple[int, str], dict[str, Any]], path: str) -> None:
+                     rendered: dict[tuple[int, str], dict[str, Any]], path: str, *, quiet: bool = False) -> None:
         if item.id <= conn.since:
             return  # it has this one already (rule 1)
         if item.seq != conn.seq + 1:
             # A gap, or an announcement repeated after a failure: MongoDB knows what is missing.
-            conn.held.appendleft((delivered, item))
+            conn.held.appendleft((delivered, item, quiet))
             self._fall_behind(conn, "gap")
+            return
+        if quiet:
+            # Rule 6: stored, counted, not pushed.
+            self._count(conn, item.unread, item.ver)
+            conn.seq, conn.since = item.seq, item.id
+            metrics.THROTTLED.inc()
             return
         key = (item.content, conn.lang)
         base = rendered.get(key)
@@ -289,12 +304,16 @@ class Hub:
             conns = self._by_user.get(item.recipient)
             if not conns:
                 continue
-            metrics.DELIVERY_SECONDS.observe(max(0.0, now - delivered.contents[item.content].created_at.timestamp()))
+            content = delivered.contents[item.content]
+            created = content.created_at.timestamp()
+            metrics.DELIVERY_SECONDS.observe(max(0.0, now - created))
+            # Rule 6, decided once per notification, by its creation time: the same on every worker.
+            quiet = not self._throttle.hit((item.recipient, content.type), at=created).allowed
             for conn in list(conns):
                 if conn.syncing:
-                    self._hold(conn, (delivered, item))
+                    self._hold(conn, (delivered, item, quiet))
                 else:
-                    await self._offer(conn, delivered, item, rendered, "live")
+                    await self._offer(conn, delivered, item, rendered, "live", quiet=quiet)
 
     async def _broadcast(self, user: str, event: str, data: dict[str, Any], unread: int, ver: int) -> None:
         for conn in list(self._by_user.get(user, ())):
@@ -308,6 +327,7 @@ class Hub:
         """Compare every local user's inbox with what its sockets hold; catch up those behind (rule 5)."""
         if jitter:
             await asyncio.sleep(random.uniform(0, jitter))
+        self._throttle.prune()
         users = list(self._by_user)
         for start in range(0, len(users), CHECK_BATCH):
             inboxes = await self._service.inboxes(users[start : start + CHECK_BATCH])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -13,12 +14,15 @@ import socketio
 from redis.exceptions import RedisError
 
 from shared import metrics
-from shared.errors import HubError, InternalError, InvalidRequest, TooManyConnections, Unavailable, UnknownEvent
+from shared.errors import (HubError, InternalError, InvalidRequest, RateLimited, TooManyConnections, Unavailable,
+                           UnknownEvent)
 from shared.i18n import Renderer, negotiate
 from shared.ids import parse_id, parse_ids
+from shared.ratelimit import LocalLimiter, RedisLimiter, Verdict
 from shared.runtime import services_fault
 from shared.service import NotificationService
 from shared.tokens import TokenVerifier
+from shared.web import client_address
 
 from .hub import Connection, Hub
 from .presence import Presence
@@ -82,11 +86,33 @@ async def reconnect(server: socketio.AsyncServer, sid: str) -> None:
         await socket.queue.put(None)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class SocketLimits:
+    """A worker's rate limits: handshakes per client address and per user (shared in Redis, so
+    that a client cannot spread its handshakes over workers), events per socket (local)."""
+
+    handshakes_per_address: RedisLimiter
+    handshakes_per_user: RedisLimiter
+    events: LocalLimiter
+    trusted_proxies: tuple[Any, ...]
+
+
+def _refusal(verdict: Verdict, what: str) -> RateLimited:
+    return RateLimited(f"too many {what}; try again in {verdict.retry_after_seconds} s",
+                       retry_after=verdict.retry_after_seconds)
+
+
 class NotificationsNamespace(socketio.AsyncNamespace):
-    """Authenticates sockets, hands them to the hub, and serves their requests."""
+    """Authenticates sockets, hands them to the hub, and serves their requests.
+
+    Every client event counts against the socket's limit (NOTIHUB_SOCKET_RATE_LIMIT) before any
+    handler runs; past it the event is answered ``rate_limited``, and a socket that sends as many
+    refused events in a row as its whole allowance is disconnected (a namespace disconnect:
+    socket.io-client does not come back by itself).
+    """
 
     def __init__(self, *, hub: Hub, service: NotificationService, verifier: TokenVerifier,
-                 renderer: Renderer, presence: Presence, default_lang: str) -> None:
+                 renderer: Renderer, presence: Presence, default_lang: str, limits: SocketLimits) -> None:
         super().__init__(NAMESPACE)
         self.hub = hub
         self.service = service
@@ -94,6 +120,9 @@ class NotificationsNamespace(socketio.AsyncNamespace):
         self.renderer = renderer
         self.presence = presence
         self.default_lang = default_lang
+        self.limits = limits
+        # Events refused in a row, per socket.
+        self._refused: dict[str, int] = {}
 
     async def trigger_event(self, event: Any, *args: Any) -> Any:
         """Call ``on_<event>`` for the server's own connect and disconnect, and for client events
@@ -101,11 +130,29 @@ class NotificationsNamespace(socketio.AsyncNamespace):
         and is answered ``{ok: false, error: {code: "unknown_event"}}``."""
         if event in ("connect", "disconnect") and self._called_by_server(event, args):
             return await super().trigger_event(event, *args)
+        sid = args[0] if args else None
+        refused = await self._over_limit(sid)
+        if refused is not None:
+            return refused
         if (isinstance(event, str) and event not in RESERVED_EVENTS
                 and callable(getattr(self, f"on_{event}", None))):
             return await super().trigger_event(event, *args)
         logger.debug("refused the event %.80r of socket %s", event, args[0] if args else None)
         return {"ok": False, **UnknownEvent(f"there is no event {event!r:.80}").to_dict()}
+
+    async def _over_limit(self, sid: Any) -> dict[str, Any] | None:
+        # The answer for an event past the socket's limit; None when it may go on.
+        verdict = self.limits.events.hit(sid)
+        if verdict.allowed:
+            self._refused.pop(sid, None)
+            return None
+        metrics.RATE_LIMITED.labels("socket_events").inc()
+        refused = self._refused[sid] = self._refused.get(sid, 0) + 1
+        if refused == self.limits.events.rate.count:
+            logger.info("disconnecting socket %s: it goes on sending past its limit", sid)
+            metrics.FLOODERS_DISCONNECTED.inc()
+            self.server.start_background_task(self.server.disconnect, sid, namespace=NAMESPACE)
+        return {"ok": False, **_refusal(verdict, "events").to_dict()}
 
     def _called_by_server(self, event: str, args: tuple[Any, ...]) -> bool:
         # python-socketio routes the server's own connect/disconnect and a client's event of the
@@ -138,8 +185,18 @@ class NotificationsNamespace(socketio.AsyncNamespace):
         lang = (self.renderer.language(requested) if requested
                 else negotiate(environ.get("HTTP_ACCEPT_LANGUAGE"), self.default_lang))
         since_raw = auth.get("since") or _first(query, "since")
+        request = environ.get("aiohttp.request")
+        address = client_address(request.remote if request is not None else None,
+                                 environ.get("HTTP_X_FORWARDED_FOR"), self.limits.trusted_proxies)
         try:
+            if address is not None:
+                verdict = await self.limits.handshakes_per_address.hit(address[:64])
+                if not verdict.allowed:
+                    raise _refusal(verdict, "connections from this address")
             user = self.verifier.verify(token)
+            verdict = await self.limits.handshakes_per_user.hit(user.id)
+            if not verdict.allowed:
+                raise _refusal(verdict, "connections of this user")
             try:
                 admitted = await self.presence.admit(user.id, sid)
             except (RedisError, OSError) as exc:
@@ -151,7 +208,10 @@ class NotificationsNamespace(socketio.AsyncNamespace):
                 raise TooManyConnections("this user has too many open connections")
         except HubError as exc:
             metrics.CONNECTS_REFUSED.labels(exc.code).inc()
-            raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": exc.code, "message": exc.message})
+            data: dict[str, Any] = {"code": exc.code, "message": exc.message}
+            if isinstance(exc, RateLimited):
+                data["retry_after"] = exc.retry_after
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, data)
         if not self._open(sid):
             # Gone during the handshake: count it no more, and attach nothing.
             await self._release(user.id, sid)
@@ -191,6 +251,8 @@ class NotificationsNamespace(socketio.AsyncNamespace):
         await self.server.disconnect(sid, namespace=NAMESPACE)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self.limits.events.forget(sid)
+        self._refused.pop(sid, None)
         conn = self.hub.detach(sid)
         if conn is not None:
             await self._release(conn.user, sid)

@@ -1,6 +1,8 @@
 """POST /v1/notifications: the producer endpoint, its idempotency and every way to get it wrong."""
 import pytest
 
+from api_server.auth import producer_id
+
 from ..conftest import SERVICE_KEY
 
 BIG = {"blob": "x" * (16 * 1024)}
@@ -48,7 +50,8 @@ async def test_a_repeat_with_another_body_gets_the_first_result(hub, js):
 async def test_another_body_under_the_key_of_an_unfinished_request_is_a_conflict(hub, runtime):
     # A first request still running (or dead midway): its claim is there, not yet done.
     key = hub.new_user("key")
-    assert await runtime.service.idempotency.claim(f"key:{key}", "the first request's fingerprint") is None
+    source = f"key:{producer_id(SERVICE_KEY)}:{key}"  # idempotency keys are the producer's own
+    assert await runtime.service.idempotency.claim(source, "the first request's fingerprint") is None
     status, body = await hub.publish([hub.new_user()], idempotency_key=key)
     assert status == 409 and body["error"]["code"] == "conflict"
 

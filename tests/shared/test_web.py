@@ -1,12 +1,15 @@
 """Process-level helpers shared by the API, the socket workers and the ingest workers."""
 import asyncio
 import contextlib
+import ipaddress
 import signal
 import subprocess
 import sys
 import textwrap
 
-from shared.web import essential_tasks
+import pytest
+
+from shared.web import client_address, essential_tasks
 
 SCRIPT = textwrap.dedent("""
     import asyncio, logging
@@ -46,3 +49,21 @@ async def test_leaving_the_block_cancels_the_tasks():
             await started.wait()
             raise KeyError("startup failed")
     assert cancelled.is_set()
+
+
+PRIVATE = tuple(ipaddress.ip_network(n) for n in ("127.0.0.0/8", "10.0.0.0/8"))
+
+
+@pytest.mark.parametrize("peer, forwarded, client", [
+    ("198.51.100.7", None, "198.51.100.7"),  # straight from the internet
+    ("198.51.100.7", "203.0.113.1", "198.51.100.7"),  # an untrusted peer's header is not believed
+    ("127.0.0.1", "203.0.113.1", "203.0.113.1"),  # through the load balancer
+    ("127.0.0.1", "6.6.6.6, 203.0.113.1", "203.0.113.1"),  # a forged entry on the left is skipped
+    ("127.0.0.1", "203.0.113.1, 10.0.0.2", "203.0.113.1"),  # two proxies of ours
+    ("127.0.0.1", "10.0.0.3, 10.0.0.2", "10.0.0.3"),  # a client on the private network
+    ("127.0.0.1", None, None),  # an internal caller
+    ("127.0.0.1", " , ", None),
+    (None, "203.0.113.1", None),
+])
+def test_the_client_address_is_read_from_the_right(peer, forwarded, client):
+    assert client_address(peer, forwarded, PRIVATE) == client

@@ -12,9 +12,10 @@ from aiohttp.test_utils import TestServer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared.i18n import Renderer
+from shared.ratelimit import LocalLimiter, RedisLimiter
 from shared.tokens import TokenVerifier, mint
 from socket_server.hub import Hub
-from socket_server.namespace import NAMESPACE, NotificationsNamespace, reconnect
+from socket_server.namespace import NAMESPACE, NotificationsNamespace, SocketLimits, reconnect
 from socket_server.presence import Presence
 
 
@@ -51,11 +52,18 @@ async def worker(runtime, settings, presence_class):
 
     hub = Hub(service=runtime.service, renderer=Renderer(default_lang="en"), emit=emit, drop=drop,
               init_limit=20, replay_limit=500)
-    presence = presence_class(redis=runtime.redis, prefix=f"nstest-{uuid.uuid4().hex[:6]}", limit=5)
+    prefix = f"nstest-{uuid.uuid4().hex[:6]}"
+    presence = presence_class(redis=runtime.redis, prefix=prefix, limit=5)
     presence.sio = sio
     sio.register_namespace(NotificationsNamespace(
         hub=hub, service=runtime.service, verifier=TokenVerifier(settings=settings),
-        renderer=Renderer(default_lang="en"), presence=presence, default_lang="en"))
+        renderer=Renderer(default_lang="en"), presence=presence, default_lang="en",
+        limits=SocketLimits(
+            handshakes_per_address=RedisLimiter(redis=runtime.redis, prefix=prefix, name="a",
+                                                rate=settings.handshake_rate_per_address, timeout=1),
+            handshakes_per_user=RedisLimiter(redis=runtime.redis, prefix=prefix, name="u",
+                                             rate=settings.handshake_rate_per_user, timeout=1),
+            events=LocalLimiter(settings.socket_event_rate), trusted_proxies=settings.trusted_proxies)))
     async with TestServer(app, host="127.0.0.1") as server:
         server.sio = sio
         yield server, hub, presence
