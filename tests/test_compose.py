@@ -1,23 +1,33 @@
 """The container stack: compose.yaml as `docker compose config` resolves it, deploy/nginx.conf,
 deploy/kafka-init.sh and the Dockerfile.
 
-Nothing is started. compose.yaml is resolved by `docker compose config --format json` when the
+No container is started. compose.yaml is resolved by `docker compose config --format json` when the
 docker client has its compose plugin (no Docker engine is needed), otherwise by
 .venv/bin/composecheck, which `make install` builds from tools/composecheck: a small Go program
 on compose-go, the loader `docker compose config` itself uses, that prints the same JSON form.
+deploy/nginx.conf's routing of Socket.IO sessions runs in a real nginx on loopback addresses.
 """
 from __future__ import annotations
 
 import functools
+import http.server
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from devstack.nginx import nginx_binary
+from devstack.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -27,12 +37,14 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSECHECK = ROOT / ".venv" / "bin" / "composecheck"
 
-WORKERS = ("w0", "w1", "w2")
+# The socket workers are one service, scaled with `docker compose up --scale socket=N`.
+SOCKET_SERVICE = "socket"
+SOCKET_REPLICAS = 3
 INGEST_WORKERS = ("i0",)
 INGEST_SERVICES = tuple(f"ingest-{i}" for i in INGEST_WORKERS)
 # The Kafka clients: the API produces domain events, the ingest workers consume them.
 KAFKA_CLIENTS = ("api", *INGEST_SERVICES)
-APP_SERVICES = (*KAFKA_CLIENTS, *(f"socket-{w}" for w in WORKERS))
+APP_SERVICES = (*KAFKA_CLIENTS, SOCKET_SERVICE)
 SERVICES = ("redis", "mongo1", "mongo2", "mongo3", "mongo-init", "kafka", "kafka-init", *APP_SERVICES, "nginx")
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
@@ -135,17 +147,45 @@ def test_services_exist(config: dict[str, Any]) -> None:
         assert "healthcheck" in services[name]
 
 
-def test_socket_workers_have_distinct_worker_ids(config: dict[str, Any]) -> None:
-    ids = {}
-    for worker in WORKERS:
-        command = _command(config["services"][f"socket-{worker}"])
-        assert command[:3] == ["python", "-m", "socket_server"], command
-        assert _option(command, "--host") == "0.0.0.0"
-        assert _option(command, "--port") == "8200"
-        ids[worker] = _option(command, "--worker-id")
-    assert ids == {w: w for w in WORKERS}
-    assert len(set(ids.values())) == len(WORKERS)
-    api = _command(config["services"]["api"])
+def _worker_id_code(service: dict[str, Any]) -> str:
+    """The Python code by which a socket worker's container names itself, from its command."""
+    command = _command(service)
+    assert command[:2] == ["sh", "-c"], command
+    # `docker compose config` writes a literal "$" as "$$".
+    script = command[2].replace("$$", "$")
+    prefix = """exec python -m socket_server --host 0.0.0.0 --port 8200 --worker-id "w$(python -c '"""
+    suffix = "')\""
+    assert script.startswith(prefix) and script.endswith(suffix), script
+    return script[len(prefix):-len(suffix)]
+
+
+def _worker_id(code: str, address: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> str:
+    """The --worker-id of a container whose address is `address`."""
+    with monkeypatch.context() as patch:
+        patch.setattr(socket, "gethostbyname", lambda name: address)
+        exec(code, {})
+    return "w" + capsys.readouterr().out.strip()
+
+
+def test_socket_workers_are_one_scalable_service(
+        config: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    services = config["services"]
+    assert not [name for name in services if name.startswith("socket-")], sorted(services)
+    socket_worker = services[SOCKET_SERVICE]
+    # Nothing that two containers of one service could not share.
+    for key in ("container_name", "hostname", "ports"):
+        assert not socket_worker.get(key), f"{key}: {socket_worker[key]}"
+    assert socket_worker["deploy"]["replicas"] == SOCKET_REPLICAS
+    # Each container names itself after its address: w<3rd octet><4th octet>, 3 digits each.
+    code = _worker_id_code(socket_worker)
+    ids = {address: _worker_id(code, address, monkeypatch, capsys)
+           for address in ("172.18.0.5", "172.18.0.50", "172.18.5.0", "192.168.208.17")}
+    assert ids == {"172.18.0.5": "w000005", "172.18.0.50": "w000050", "172.18.5.0": "w005000",
+                   "192.168.208.17": "w208017"}
+    for worker_id in ids.values():
+        # What `python -m socket_server` accepts as --worker-id.
+        assert re.fullmatch(r"w[0-9]+", worker_id)
+    api = _command(services["api"])
     assert api[:3] == ["python", "-m", "api_server"], api
     assert _option(api, "--port") == "8100"
 
@@ -213,12 +253,15 @@ def _seconds(duration: str) -> float:
 
 
 def test_socket_workers_drain_before_docker_kills_them(config: dict[str, Any]) -> None:
-    for worker in WORKERS:
-        service = config["services"][f"socket-{worker}"]
-        drain = int(service["environment"]["NOTIHUB_DRAIN_SECONDS"])
-        assert drain == 10
-        # SIGTERM, the drain, then aiohttp's shutdown: Docker's SIGKILL must come later.
-        assert _seconds(service.get("stop_grace_period") or "10s") >= drain + 10, worker
+    service = config["services"][SOCKET_SERVICE]
+    drain = int(service["environment"]["NOTIHUB_DRAIN_SECONDS"])
+    assert drain == 10
+    # SIGTERM, the drain, then aiohttp's shutdown: Docker's SIGKILL must come later.
+    assert _seconds(service.get("stop_grace_period") or "10s") >= drain + 10
+    # `exec`: python, not sh, is the process that Docker's SIGTERM reaches.
+    assert _command(service)[2].startswith("exec python -m socket_server ")
+    test = " ".join(service["healthcheck"]["test"])
+    assert "urllib" in test and "127.0.0.1:8200/healthz" in test, test
 
 
 def test_kafka_bootstrap_can_point_elsewhere() -> None:
@@ -247,8 +290,7 @@ def test_app_services_start_after_the_replica_set(config: dict[str, Any]) -> Non
     script = next(Path(src) for src in mounts.values() if src.endswith(".js"))
     assert script.is_file()
     assert "rs0" in script.read_text()
-    for worker in WORKERS:
-        assert services["nginx"]["depends_on"][f"socket-{worker}"]["condition"] == "service_healthy"
+    assert services["nginx"]["depends_on"][SOCKET_SERVICE]["condition"] == "service_healthy"
     assert services["nginx"]["depends_on"]["api"]["condition"] == "service_healthy"
 
 
@@ -300,9 +342,8 @@ def test_kafka_init_creates_the_topics(config: dict[str, Any]) -> None:
     for name in KAFKA_CLIENTS:
         depends = services[name]["depends_on"]
         assert depends["kafka-init"]["condition"] == "service_completed_successfully", name
-    for worker in WORKERS:
-        depends = services[f"socket-{worker}"]["depends_on"]
-        assert "kafka" not in depends and "kafka-init" not in depends, worker
+    depends = services[SOCKET_SERVICE]["depends_on"]
+    assert "kafka" not in depends and "kafka-init" not in depends
 
 
 def _dockerfile_stages() -> list[dict[str, Any]]:
@@ -375,22 +416,26 @@ def test_secrets_are_required() -> None:
     assert "NOTIHUB_SERVICE_KEYS" in result.stderr
 
 
-def test_nginx_routes_sessions_to_their_worker(nginx_conf: str) -> None:
-    map_block = re.search(r"map\s+\$arg_sid\s+\$notihub_socket_upstream\s*\{(.*?)\}", nginx_conf, re.S)
-    assert map_block, "map $arg_sid $notihub_socket_upstream { ... } missing"
-    body = map_block.group(1)
-    assert re.search(r"^\s*default\s+notihub_sockets\s*;", body, re.M)
-    for worker in WORKERS:
-        line = f'"~^{worker}\\." notihub_{worker};'
-        assert re.search(r"^\s*" + re.escape(line).replace(r"\ ", r"\s+") + r"\s*$", body, re.M), line
-        upstream = re.search(r"upstream\s+notihub_%s\s*\{(.*?)\}" % worker, nginx_conf, re.S)
-        assert upstream, f"upstream notihub_{worker} missing"
-        assert re.search(r"server\s+socket-%s:8200\b" % worker, upstream.group(1))
-    pool = re.search(r"upstream\s+notihub_sockets\s*\{(.*?)\}", nginx_conf, re.S)
-    assert pool, "upstream notihub_sockets missing"
-    for worker in WORKERS:
-        assert re.search(r"server\s+socket-%s:8200\b" % worker, pool.group(1))
-    assert "ip_hash" not in nginx_conf
+def _block(conf: str, head: str) -> str:
+    """The body of the block that starts with `head` (a regex), up to its closing brace."""
+    match = re.search(head + r"\s*\{(.*?)\n\s*\}", conf, re.S)
+    assert match, f"{head} {{ ... }} missing"
+    return match.group(1)
+
+
+def test_nginx_finds_the_socket_workers_by_name(nginx_conf: str) -> None:
+    # Docker's DNS, asked again every few seconds: scaled workers join and leave without a reload.
+    assert re.search(r"^\s*resolver\s+127\.0\.0\.11\s+valid=\d+s\b", nginx_conf, re.M)
+    pool = _block(nginx_conf, r"upstream\s+notihub_sockets")
+    servers = re.findall(r"^\s*server\s+(\S+)([^;]*);", pool, re.M)
+    assert servers == [("socket:8200", " resolve max_fails=1 fail_timeout=5s")], servers
+    assert re.search(r"^\s*zone\s+notihub_sockets\s", pool, re.M), "resolve needs a shared zone"
+    # No list of workers anywhere, and no affinity that would pin clients by address.
+    assert not re.search(r"\bsocket-w\d|notihub_w\d", nginx_conf)
+    assert "ip_hash" not in nginx_conf and not re.search(r"^\s*hash\s", nginx_conf, re.M)
+    sid_map = _block(nginx_conf, r"map\s+\$arg_sid\s+\$notihub_socket_upstream")
+    assert re.search(r"^\s*default\s+notihub_sockets\s*;", sid_map, re.M)
+
     location = re.search(r"location\s+/socket\.io/\s*\{(.*?)\}", nginx_conf, re.S)
     assert location, "location /socket.io/ missing"
     for directive in (
@@ -406,6 +451,108 @@ def test_nginx_routes_sessions_to_their_worker(nginx_conf: str) -> None:
     assert re.search(r"map\s+\$http_upgrade\s+\$connection_upgrade", nginx_conf)
     assert re.search(r"client_max_body_size\s+4m\s*;", nginx_conf)
     assert re.search(r"listen\s+8080\s*;", nginx_conf)
+
+
+class _Backend(http.server.ThreadingHTTPServer):
+    """Answers every GET with the address it listens on: which worker a request reached."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = self.server.server_address[0].encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    def __init__(self, address: str, port: int) -> None:
+        super().__init__((address, port), self.Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def routing_nginx(tmp_path: Path, nginx_conf: str) -> Iterator[tuple[int, int]]:
+    """deploy/nginx.conf's socket routing (its two maps, verbatim) in an nginx on loopback.
+
+    Workers listen on 127.0.5.12 and 127.0.7.200 (the same port: the sid names the address),
+    the pool for new handshakes on 127.0.9.9. nginx listens on 127.0.0.1 and on 127.1.0.1.
+    Yields (nginx's port, the workers' port).
+    """
+    worker_port, port = free_port(), free_port()
+    maps = re.findall(r"^    map \$(?:server_addr|arg_sid) .*?^    \}$", nginx_conf, re.S | re.M)
+    assert len(maps) == 2, maps
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"""
+        pid {tmp_path}/nginx.pid;
+        error_log stderr notice;
+        events {{}}
+        http {{
+            access_log off;
+            client_body_temp_path {tmp_path}/client_body;
+            proxy_temp_path {tmp_path}/proxy;
+            fastcgi_temp_path {tmp_path}/fastcgi;
+            uwsgi_temp_path {tmp_path}/uwsgi;
+            scgi_temp_path {tmp_path}/scgi;
+            upstream notihub_sockets {{ server 127.0.9.9:{worker_port}; }}
+            {chr(10).join(maps).replace(":8200", f":{worker_port}")}
+            server {{
+                listen 127.0.0.1:{port};
+                listen 127.1.0.1:{port};
+                location /socket.io/ {{ proxy_pass http://$notihub_socket_upstream; }}
+            }}
+        }}
+    """)
+    backends = [_Backend(address, worker_port) for address in ("127.0.5.12", "127.0.7.200", "127.0.9.9")]
+    nginx = subprocess.Popen(
+        [nginx_binary(), "-p", str(tmp_path), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        # The master logs this once it listens: no polling.
+        lines = []
+        for line in nginx.stderr:
+            lines.append(line)
+            if "start worker process" in line:
+                break
+        else:
+            pytest.fail("nginx did not start:\n" + "".join(lines), pytrace=False)
+        yield port, worker_port
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=30)
+        nginx.stderr.close()
+        for backend in backends:
+            backend.shutdown()
+            backend.server_close()
+
+
+def _reached(url: str) -> str | int:
+    """The address of the backend that answered, or nginx's own error status."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_nginx_sends_a_session_to_the_worker_its_sid_names(
+        routing_nginx: tuple[int, int], config: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    port, _ = routing_nginx
+    code = _worker_id_code(config["services"][SOCKET_SERVICE])
+    for address in ("127.0.5.12", "127.0.7.200"):
+        # The id a container at that address gives itself (compose.yaml), as its sids start.
+        sid = _worker_id(code, address, monkeypatch, capsys) + ".AbCdEf"
+        for transport in ("polling", "websocket"):
+            assert _reached(f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport={transport}&sid={sid}") == address
+    # New handshakes, and sids of any other form, go to the pool.
+    for query in ("EIO=4&transport=polling", "EIO=4&sid=w5.AbC", "EIO=4&sid=w005012AbC", "EIO=4&sid=x005012.AbC"):
+        assert _reached(f"http://127.0.0.1:{port}/socket.io/?{query}") == "127.0.9.9", query
+    # The first two octets are nginx's own: through 127.1.0.1 the same sid names 127.1.5.12,
+    # where nothing listens, never 127.0.5.12.
+    assert _reached(f"http://127.1.0.1:{port}/socket.io/?EIO=4&sid=w005012.AbC") == 502
 
 
 def test_nginx_access_log_never_has_the_query_string(nginx_conf: str) -> None:
