@@ -10,6 +10,12 @@ Failure behaviour: a commit that fails fails every request in its batch (each an
 its producer retries, with the same idempotency key). A publish that fails after the commit
 does not fail the requests: the notifications are stored and have positions, so socket workers
 find them from MongoDB (at the recipient's next notification, the position check, or a bus gap).
+
+On a sharded cluster a batch stays one transaction (MongoDB 4.2+ commits a transaction across
+shards): when its recipients' notifications, their inbox documents or their source pairs live on
+several shards, which is the rule for a batch of many users, it is a multi-shard transaction,
+committed by MongoDB's two-phase commit and as atomic as on one replica set; it costs a round
+of that commit, not a round trip per notification (see storage/notifications.py).
 """
 from __future__ import annotations
 

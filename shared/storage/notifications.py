@@ -13,25 +13,51 @@ notifications and the recipient's inbox document together):
    ``_id > since`` can never skip one that committed late (a write held up by an election).
 4. ``ver`` grows with every change of the inbox (stored, read, deleted, expired), so of two
    badge counts the one with the higher ``ver`` is the newer.
+5. A notification of a request or an event (its ``source``) is stored at most once per
+   recipient, however often the source comes again, concurrent repeats included. The pair lives
+   in ``notification_sources`` (``{_id: the notification's id, source, recipient, created_at}``,
+   unique on ``{source, recipient}``), written and removed in the same transaction as the
+   notification: of two transactions that store one pair, one fails on that index (at once, or
+   after a write conflict when the driver does it again) and ``commit`` does it again without
+   the repeat. A notification the user deleted leaves a tombstone for as long as an idempotency
+   key is kept, so that a repeat does not bring it back; one trimmed or expired may be stored
+   again, as it always could. A pair expires with its notification (the same TTL backstop).
 
 The transaction reads the inbox documents and writes them back; two transactions that touch
 the same user conflict and one is retried by the driver, which is what serialises a user's
 positions. A user's first notification creates the inbox document (from the notifications
 already stored, for data written before inboxes existed).
+
+Sharding: every index and query here works with the collections sharded by ``SHARD_KEYS``
+(``storage/__init__.py``): ``notifications`` by ``{recipient: 1, _id: 1}``, ``inboxes`` and
+``notification_tombstones`` by hashed ``_id``, ``notification_sources`` by ``{source: 1,
+recipient: 1}``. A unique index of a sharded collection must start with its shard key, which is
+why the source pairs are not a unique index of ``notifications`` (they were, until
+``ensure_indexes`` moved them) but a collection of their own, source first, so that what one
+source stored (read again by a repeat) is one targeted query followed by reads of
+``notifications`` by recipient and id. Every query of ``notifications`` names the recipient
+(equality or ``$in``), so that a router sends it only to the shards owning those recipients;
+those of ``inboxes`` and of the tombstones name ``_id``, those of the pairs the source. The
+exception is the retention sweep's ``expired_recipients``, a scatter-gather on purpose: each
+shard answers it from its ``retention`` index, over what just passed the retention period, once
+per sweep; the deletions that follow (``expire``) are per recipient. Transactions span shards
+(MongoDB 4.2+): a commit whose recipients, inboxes or sources live on several shards is a
+multi-shard transaction, and so, usually, is a change of one user (its notifications, its inbox
+document and its pairs are placed independently); no invariant above depends on placement.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from ..ids import new_id_after
 from ..models import Changed, Inbox, Notification, Stored, utcnow
@@ -41,6 +67,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _INDEX_OPTIONS_CONFLICT = 85
+_DUPLICATE_KEY = 11000
+# The unique index of earlier versions, on `notifications`, replaced by `notification_sources`.
+_LEGACY_SOURCE_INDEX = "source_recipient"
 # At most this many notifications in one transaction.
 COMMIT_BATCH = 1000
 # A deleted notification that came from a request or an event is remembered this long (as long
@@ -79,18 +108,21 @@ class _Position:
 
 
 class NotificationStore:
-    """Reads and writes the ``notifications`` and ``inboxes`` collections; every query is served by an index."""
+    """Reads and writes ``notifications``, ``inboxes``, the source pairs and the tombstones; every
+    query is served by an index and names its collection's shard key (one exception, above)."""
 
     def __init__(self, *, db: AsyncDatabase, retention: dt.timedelta, max_per_user: int) -> None:
         self._db = db
         self._coll = db["notifications"]
         self._inboxes = db["inboxes"]
         self._tombstones = db["notification_tombstones"]
+        self._sources = db["notification_sources"]
         self._retention = retention
         self.max_per_user = max_per_user
 
     async def ensure_indexes(self) -> None:
-        """Create the indexes every query below relies on (idempotent)."""
+        """Create the indexes every query below relies on, and move an earlier version's source
+        index to the source pairs (idempotent)."""
         await self._coll.create_indexes(
             [
                 # Inbox pages, replay after `since`, deletes: newest first per recipient.
@@ -100,31 +132,57 @@ class NotificationStore:
                     [("recipient", ASCENDING), ("read", ASCENDING), ("_id", DESCENDING)],
                     name="recipient_read_id",
                 ),
-                # A repeated request or event stores nothing twice.
-                IndexModel(
-                    [("source", ASCENDING), ("recipient", ASCENDING)],
-                    name="source_recipient",
-                    unique=True,
-                    partialFilterExpression={"source": {"$exists": True}},
-                ),
             ]
         )
+        # A repeated request or event stores nothing twice (invariant 5); the index is the
+        # collection's shard key.
+        await self._sources.create_index([("source", ASCENDING), ("recipient", ASCENDING)],
+                                         name="source_recipient", unique=True)
         await self._tombstones.create_index([("at", ASCENDING)], name="expiry", expireAfterSeconds=TOMBSTONE_SECONDS)
         await self._ensure_retention()
+        await self._move_source_index()
+
+    async def _move_source_index(self) -> None:
+        # Databases of earlier versions kept the uniqueness as a partial unique index of
+        # `notifications`: copy its pairs, then drop it (a unique index that does not start
+        # with the shard key would keep the collection from being sharded). The copy runs in the
+        # server, streaming through that index, and is safe to run again if stopped midway.
+        # Writers of an earlier version record no pairs: none may still run once this has.
+        pipeline = [
+            {"$match": {"source": {"$exists": True}}},
+            {"$project": {"source": 1, "recipient": 1, "created_at": 1}},
+            {"$merge": {"into": self._sources.name, "on": ["source", "recipient"],
+                        "whenMatched": "keepExisting", "whenNotMatched": "insert"}},
+        ]
+        for attempt in range(_REPEAT_RACES):
+            if _LEGACY_SOURCE_INDEX not in await self._coll.index_information():
+                return
+            try:
+                await (await self._coll.aggregate(pipeline, hint=_LEGACY_SOURCE_INDEX)).to_list(None)
+                await self._coll.drop_index(_LEGACY_SOURCE_INDEX)
+            except OperationFailure:
+                # Processes starting together move it together: another one may have copied a
+                # pair or dropped the index meanwhile. Look again.
+                if attempt == _REPEAT_RACES - 1:
+                    raise
+                continue
+            logger.info("moved the source uniqueness of notifications to %s", self._sources.name)
+            return
 
     async def _ensure_retention(self) -> None:
         # The retention sweep finds expired notifications by this index; MongoDB's TTL monitor
-        # removes, a day later, whatever the sweep did not.
+        # removes, a day later, whatever the sweep did not (and the source pairs with them).
         expire = int(self._retention.total_seconds()) + TTL_BACKSTOP_SECONDS
-        try:
-            await self._coll.create_index([("created_at", ASCENDING)], name="retention", expireAfterSeconds=expire)
-        except OperationFailure as exc:
-            if exc.code != _INDEX_OPTIONS_CONFLICT:
-                raise
-            # The retention setting changed since the index was made: update it in place.
-            await self._db.command(
-                "collMod", self._coll.name, index={"name": "retention", "expireAfterSeconds": expire}
-            )
+        for coll in (self._coll, self._sources):
+            try:
+                await coll.create_index([("created_at", ASCENDING)], name="retention", expireAfterSeconds=expire)
+            except OperationFailure as exc:
+                if exc.code != _INDEX_OPTIONS_CONFLICT:
+                    raise
+                # The retention setting changed since the index was made: update it in place.
+                await self._db.command(
+                    "collMod", coll.name, index={"name": "retention", "expireAfterSeconds": expire}
+                )
 
     async def retention_seconds(self) -> int | None:
         """How long the TTL backstop keeps a notification, as MongoDB has it."""
@@ -175,7 +233,7 @@ class NotificationStore:
         The answer is aligned with ``notifications``: None for one left out, because its
         recipient disabled its type, or it repeats one stored before (same source and recipient)
         or one the user deleted. If a repeat commits concurrently, the transaction fails on the
-        unique index and is done again without it.
+        unique index of ``notification_sources`` and is done again without it.
         """
         result: list[Stored | None] = []
         for start in range(0, len(notifications), COMMIT_BATCH):
@@ -189,8 +247,8 @@ class NotificationStore:
                     committed = await self._transaction(lambda s: self._commit(s, [n for _, n in fresh]))
                     stored = {i: c for (i, _), c in zip(fresh, committed)}
                     break
-                except DuplicateKeyError:
-                    if attempt == _REPEAT_RACES - 1:
+                except (DuplicateKeyError, BulkWriteError) as exc:
+                    if not _repeated(exc) or attempt == _REPEAT_RACES - 1:
                         raise
             result.extend(stored.get(i) for i in range(len(batch)))
         return result
@@ -208,6 +266,12 @@ class NotificationStore:
             p.seq, p.last, p.unread, p.total, p.ver = p.seq + 1, id_, p.unread + 1, p.total + 1, p.ver + 1
             stored.append(Stored(dataclasses.replace(n, id=id_), seq=p.seq, unread=p.unread, ver=p.ver, total=p.total))
         new = [s for s in stored if s is not None]
+        sourced = [s.notification for s in new if s.notification.source is not None]
+        if sourced:
+            # First, so that a repeat committed concurrently fails the transaction early.
+            await self._sources.insert_many(
+                [{"_id": n.id, "source": n.source, "recipient": n.recipient, "created_at": n.created_at}
+                 for n in sourced], session=session)
         if new:
             await self._coll.insert_many([{**s.notification.to_document(), "seq": s.seq} for s in new],
                                          session=session)
@@ -216,18 +280,25 @@ class NotificationStore:
 
     async def _fresh(self, batch: Sequence[Notification]) -> list[tuple[int, Notification]]:
         # One indexed read each, and only for notifications of a request or an event: what a
-        # first attempt stored, and what a user deleted, is not stored again.
+        # first attempt stored, and what a user deleted, is not stored again; nor is a pair twice
+        # in one batch (two deliveries of an event queued together), which would fail it whole.
         sourced = [n for n in batch if n.source is not None]
         if not sourced:
             return list(enumerate(batch))
         sources = list({n.source for n in sourced})
         recipients = list({n.recipient for n in sourced})
-        taken = {(doc["source"], doc["recipient"]) async for doc in self._coll.find(
+        taken = {(doc["source"], doc["recipient"]) async for doc in self._sources.find(
             {"source": {"$in": sources}, "recipient": {"$in": recipients}}, {"_id": 0, "source": 1, "recipient": 1})}
         keys = [_tombstone(n.source, n.recipient) for n in sourced]
         deleted = {doc["_id"] async for doc in self._tombstones.find({"_id": {"$in": keys}}, {"_id": 1})}
-        return [(i, n) for i, n in enumerate(batch) if n.source is None or (
-            (n.source, n.recipient) not in taken and _tombstone(n.source, n.recipient) not in deleted)]
+        fresh = []
+        for i, n in enumerate(batch):
+            if n.source is not None:
+                if (n.source, n.recipient) in taken or _tombstone(n.source, n.recipient) in deleted:
+                    continue
+                taken.add((n.source, n.recipient))
+            fresh.append((i, n))
+        return fresh
 
     async def mark_read(self, recipient: str, ids: Sequence[ObjectId]) -> Changed:
         """Mark some of a recipient's notifications read; the ids that changed and the inbox after."""
@@ -265,8 +336,7 @@ class NotificationStore:
         """Delete one of a recipient's notifications; None when there is no such one."""
 
         async def work(session: AsyncClientSession) -> Changed | None:
-            doc = await self._coll.find_one({"recipient": recipient, "_id": id_}, {"source": 1, "read": 1},
-                                            session=session)
+            doc = await self._coll.find_one({"recipient": recipient, "_id": id_}, _REMOVED, session=session)
             if doc is None:
                 return None
             if doc.get("source") is not None:
@@ -279,11 +349,15 @@ class NotificationStore:
         return await self._transaction(work)
 
     async def _remove(self, session: AsyncClientSession, recipient: str, docs: Sequence[dict[str, Any]]) -> Changed:
-        # `docs` were read in this transaction: each {_id, read}.
+        # `docs` were read in this transaction: each {_id, read, source}.
         positions = await self._positions(session, [recipient])
         p = positions[recipient]
         ids = [doc["_id"] for doc in docs]
         await self._coll.delete_many({"recipient": recipient, "_id": {"$in": ids}}, session=session)
+        sources = list({doc["source"] for doc in docs if doc.get("source") is not None})
+        if sources:
+            # Its source may store it again (after a deletion, the tombstone says otherwise).
+            await self._sources.delete_many({"source": {"$in": sources}, "recipient": recipient}, session=session)
         unread = sum(1 for doc in docs if not doc.get("read"))
         p.unread, p.total, p.ver = max(0, p.unread - unread), max(0, p.total - len(ids)), p.ver + 1
         await self._save(session, positions)
@@ -293,14 +367,18 @@ class NotificationStore:
         """Keep only the newest ``max_per_user`` notifications of a recipient; None when under the cap."""
 
         async def work(session: AsyncClientSession) -> Changed | None:
-            docs = await self._coll.find({"recipient": recipient}, {"_id": 1, "read": 1}, session=session).sort(
+            docs = await self._coll.find({"recipient": recipient}, _REMOVED, session=session).sort(
                 "_id", DESCENDING).skip(self.max_per_user).to_list(None)
             return await self._remove(session, recipient, docs) if docs else None
 
         return await self._transaction(work)
 
     async def expired_recipients(self, *, limit: int = 1000) -> list[str]:
-        """Recipients with notifications older than the retention period."""
+        """Recipients with notifications older than the retention period.
+
+        The one query of ``notifications`` without a recipient: on a sharded cluster, a
+        scatter-gather that every shard answers from its ``retention`` index.
+        """
         cutoff = utcnow() - self._retention
         pipeline = [{"$match": {"created_at": {"$lt": cutoff}}}, {"$group": {"_id": "$recipient"}},
                     {"$limit": limit}]
@@ -312,7 +390,7 @@ class NotificationStore:
 
         async def work(session: AsyncClientSession) -> Changed | None:
             docs = await self._coll.find({"recipient": recipient, "created_at": {"$lt": cutoff}},
-                                         {"_id": 1, "read": 1}, session=session).to_list(None)
+                                         _REMOVED, session=session).to_list(None)
             return await self._remove(session, recipient, docs) if docs else None
 
         return await self._transaction(work)
@@ -331,8 +409,14 @@ class NotificationStore:
 
     async def by_source(self, source: str) -> list[Notification]:
         """What was stored for one idempotency source, oldest first."""
-        cursor = self._coll.find({"source": source}).sort("_id", ASCENDING)
-        return [Notification.from_document(doc) async for doc in cursor]
+        found: list[Notification] = []
+        pairs = self._sources.find({"source": source}, {"recipient": 1})
+        async for chunk in _chunks(pairs, COMMIT_BATCH):
+            # By recipient and id: each read goes to the shards that own these recipients.
+            query = {"recipient": {"$in": list({doc["recipient"] for doc in chunk})},
+                     "_id": {"$in": [doc["_id"] for doc in chunk]}}
+            found += [Notification.from_document(doc) async for doc in self._coll.find(query)]
+        return sorted(found, key=lambda n: n.id)
 
     async def page(
         self, recipient: str, *, before: ObjectId | None, limit: int, unread_only: bool,
@@ -360,6 +444,30 @@ class NotificationStore:
             bounds["$lte"] = upto
         cursor = self._coll.find({"recipient": recipient, "_id": bounds}).sort("_id", ASCENDING).limit(limit)
         return [Notification.from_document(doc) async for doc in cursor]
+
+
+# What a removal reads of each notification.
+_REMOVED = {"_id": 1, "read": 1, "source": 1}
+
+
+def _repeated(exc: DuplicateKeyError | BulkWriteError) -> bool:
+    """Whether a write failed only on a unique key: a repeat committed concurrently."""
+    if isinstance(exc, DuplicateKeyError):
+        return True
+    errors = exc.details.get("writeErrors", [])
+    return bool(errors) and all(error.get("code") == _DUPLICATE_KEY for error in errors)
+
+
+async def _chunks(cursor: AsyncIterable[dict[str, Any]], size: int) -> AsyncIterator[list[dict[str, Any]]]:
+    """The documents of ``cursor``, ``size`` at a time."""
+    chunk: list[dict[str, Any]] = []
+    async for doc in cursor:
+        chunk.append(doc)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _tombstone(source: str, recipient: str) -> str:

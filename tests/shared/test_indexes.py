@@ -58,7 +58,7 @@ async def test_no_inbox_query_scans_a_collection(profiled):
     await service.disabled_types("u2")
 
     plans = [(doc["ns"], doc["op"], doc.get("planSummary", ""), doc.get("command", {}))
-             async for doc in db["system.profile"].find({"ns": {"$regex": r"\.(notifications|notification_tombstones|topic_subscribers|preferences|idempotency_keys|inboxes)$"}})]
+             async for doc in db["system.profile"].find({"ns": {"$regex": r"\.(notifications|notification_tombstones|notification_sources|topic_subscribers|preferences|idempotency_keys|inboxes)$"}})]
     queried = [p for p in plans if p[1] in ("query", "command", "update", "remove", "getmore") and p[2]]
     assert len(queried) >= 15, plans
     scans = [p for p in queried if "COLLSCAN" in p[2]]
