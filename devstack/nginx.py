@@ -78,6 +78,12 @@ http {{
     # Stickiness without ip_hash (which would pin every local client to one worker): each
     # worker prefixes its Engine.IO sid with "<worker id>.", so the sid names its worker.
     # One line per known worker, so an unknown id falls back to the pool instead of a DNS lookup.
+    # An HTTP/1.0 request may come without Host: the upstream still gets one.
+    map $http_host $notihub_host {{
+        ""      localhost;
+        default $http_host;
+    }}
+
     map $arg_sid $notihub_socket_upstream {{
         default notihub_sockets;
 {sid_map}
@@ -92,10 +98,28 @@ http {{
         error_page 404 /.notihub/not_found;
         error_page 413 @payload_too_large;
         error_page 502 503 504 @unavailable;
+        # Too long a request line or header, or a transfer coding nobody knows: bad input, a 400.
+        error_page 414 494 501 =400 /.notihub/invalid_request;
+        error_page 405 /.notihub/method_not_allowed;
+        # What the API cannot parse is refused here, in the same shape: methods it has no use
+        # for, and raw bytes outside printable ASCII in the request target. (Answered in place:
+        # an error page would pass these checks again with the same request.)
+        default_type application/json;
+        if ($request_method !~ ^(GET|HEAD|POST|PUT|DELETE|OPTIONS)$) {{
+            return 405 '{{"error":{{"code":"method_not_allowed","message":"method not allowed"}}}}';
+        }}
+        if ($request_uri ~ "[^\x21-\x7e]") {{
+            return 400 '{{"error":{{"code":"invalid_request","message":"the request target must be printable ASCII"}}}}';
+        }}
         location = /.notihub/invalid_request {{
             internal;
             default_type application/json;
             return 400 '{{"error":{{"code":"invalid_request","message":"the request is malformed"}}}}';
+        }}
+        location = /.notihub/method_not_allowed {{
+            internal;
+            default_type application/json;
+            return 405 '{{"error":{{"code":"method_not_allowed","message":"method not allowed"}}}}';
         }}
         location = /.notihub/not_found {{
             internal;
@@ -114,7 +138,7 @@ http {{
         location /socket.io/ {{
             proxy_pass http://$notihub_socket_upstream;
             proxy_http_version 1.1;
-            proxy_set_header Host $http_host;
+            proxy_set_header Host $notihub_host;
             proxy_set_header X-Real-IP $remote_addr;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
@@ -134,7 +158,7 @@ http {{
             proxy_pass http://notihub_api;
             proxy_http_version 1.1;
             # A location that sets any proxy header inherits none: repeat them all.
-            proxy_set_header Host $http_host;
+            proxy_set_header Host $notihub_host;
             proxy_set_header X-Real-IP $remote_addr;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;

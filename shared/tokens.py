@@ -27,6 +27,10 @@ class User:
     expires_at: float | None = None
 
 
+# The end of year 9999: any later exp is not a date.
+MAX_EXP = 253402300800
+
+
 class TokenVerifier:
     """Checks user JWTs with the algorithms the configuration pins, each with its own key:
     HS256 with NOTIHUB_JWT_SECRET, and RS256 or ES256 with NOTIHUB_JWT_PUBLIC_KEY."""
@@ -67,6 +71,10 @@ class TokenVerifier:
             raise TokenExpired("the token has expired") from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
+        exp = claims["exp"]
+        # RFC 7519: a JSON number of seconds (PyJWT also takes "1796056754" and 10**400).
+        if isinstance(exp, bool) or not isinstance(exp, int | float) or not 0 < exp < MAX_EXP:
+            raise Unauthorized("the token's exp must be a number of seconds since 1970")
         sub = claims.get("sub")
         if not isinstance(sub, str) or len(sub) > MAX_USER_ID or not _USER_ID.fullmatch(sub):
             # A user nobody could address (recipients, topics) is refused at once, not later.
@@ -77,7 +85,7 @@ class TokenVerifier:
         if not isinstance(roles, list | tuple) or not all(isinstance(r, str) for r in roles):
             raise Unauthorized("the token's roles must be a list of strings")
         return User(id=sub, name=name if isinstance(name, str) else None, roles=tuple(roles),
-                    expires_at=float(claims["exp"]))
+                    expires_at=float(exp))
 
 
 def mint(
