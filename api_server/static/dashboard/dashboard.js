@@ -2,8 +2,11 @@
 //
 // What a client needs to get right:
 //  - authenticate in the handshake (token + content-language), and stop retrying when refused;
-//  - keep `auth.since` at the newest notification id it holds, so every reconnection replays
-//    exactly what was missed;
+//  - pass `auth` as a function, so that every (re)connection sends the current token and `since`
+//    (the newest notification id it holds): each reconnection then replays exactly what was missed;
+//  - when the token ends (`session_expired`, or `token_expired` at a handshake), get a fresh one
+//    (from the page's same-origin `token_url`, or from the person) and connect the same socket
+//    again: the list stays, and `since` fills the gap;
 //  - take the badge from the latest `unread_count` the server sent (init, notification,
 //    notifications_read, notifications_deleted): the server computes it when it sends it;
 //  - treat ids as the identity of a notification: merging by id makes replays harmless.
@@ -22,6 +25,9 @@
       loading: "Loading…", end: "No older notifications.", resync: "Many notifications arrived while you were away: the list was reloaded.",
       refused: { unauthorized: "The token was refused.", token_expired: "The token has expired: sign in again.",
                  too_many_connections: "Too many open connections for this user." },
+      sessionExpired: "Your session expired. Paste a new token to continue: the notifications you missed will follow.",
+      expired: "Session expired", refreshing: "Renewing the session…",
+      rateLimited: (s) => `Too many connection attempts: trying again in ${s} s…`,
       progress: (p) => `${p}%`, lesson: (t) => `Latest: ${t}`, noLesson: "No lesson yet",
       deleteFailed: "Could not delete the notification.", readLabel: (t) => `Mark “${t}” as read`,
       deleteLabel: (t) => `Delete “${t}”`,
@@ -37,6 +43,9 @@
       loading: "불러오는 중…", end: "더 이전 알림이 없습니다.", resync: "자리를 비운 동안 알림이 많이 도착해 목록을 다시 불러왔습니다.",
       refused: { unauthorized: "토큰이 거부되었습니다.", token_expired: "토큰이 만료되었습니다. 다시 로그인하세요.",
                  too_many_connections: "이 사용자의 연결이 너무 많습니다." },
+      sessionExpired: "세션이 만료되었습니다. 계속하려면 새 토큰을 붙여 넣으세요. 그동안 놓친 알림도 이어서 표시됩니다.",
+      expired: "세션 만료됨", refreshing: "세션을 갱신하는 중…",
+      rateLimited: (s) => `연결 시도가 너무 많습니다. ${s}초 후에 다시 시도합니다…`,
       progress: (p) => `${p}%`, lesson: (t) => `최근: ${t}`, noLesson: "아직 수강한 레슨 없음",
       deleteFailed: "알림을 삭제하지 못했습니다.", readLabel: (t) => `“${t}” 읽음으로 표시`,
       deleteLabel: (t) => `“${t}” 삭제`,
@@ -49,6 +58,10 @@
   const $ = (id) => document.getElementById(id);
   const state = {
     token: null, claims: {}, lang: "en", socket: null,
+    tokenUrl: null,         // same-origin path that answers {token} (the page's ?token_url=)
+    expired: false,         // the token ended: waiting for a fresh one before connecting again
+    renewing: false,        // connecting with a token from token_url, not yet accepted
+    retryTimer: null,       // pending connect() after a rate_limited refusal
     items: new Map(),       // id -> notification, the one copy of each
     newest: null,           // newest id held: sent as auth.since
     cursor: null, exhausted: false, loading: false, generation: 0,
@@ -66,6 +79,17 @@
       return JSON.parse(decodeURIComponent(escape(atob(part))));
     } catch (e) {
       return {};
+    }
+  }
+
+  function sameOriginPath(value) {
+    // Only a path of this site: one leading "/", never "//host" or "/\host", never a scheme.
+    if (typeof value !== "string" || !/^\/(?![\/\\])/.test(value)) return null;
+    try {
+      const url = new URL(value, window.location.origin);
+      return url.origin === window.location.origin ? url.pathname + url.search : null;
+    } catch (e) {
+      return null;
     }
   }
 
@@ -122,11 +146,8 @@
 
   function remember(n) {
     state.items.set(n.id, n);
-    if (!state.newest || n.id > state.newest) {
-      state.newest = n.id;
-      // What the next (re)connection asks the server to replay from.
-      state.socket.auth = { ...(state.socket.auth || {}), since: state.newest };
-    }
+    // What the next (re)connection asks the server to replay from (read by handshakeAuth).
+    if (!state.newest || n.id > state.newest) state.newest = n.id;
     if (n.type === "course.progressed") trackProgress(n);
   }
 
@@ -211,7 +232,6 @@
     state.exhausted = false;
     state.loading = false;
     state.courses.clear();
-    if (state.socket) state.socket.auth = {};
     renderCourses();
     render();
   }
@@ -312,12 +332,18 @@
 
   // ---- the socket ---------------------------------------------------------------------------
 
+  // Called by socket.io-client before every (re)connection: always the current token and since.
+  function handshakeAuth(cb) {
+    cb({ token: state.token, since: state.newest, lang: state.lang });
+  }
+
   function connect() {
     setConnection("reconnecting", t("connecting"));
     const socket = io("/notifications", {
       path: "/socket.io/",
-      query: { token: state.token, "content-language": state.lang },
-      auth: {},
+      // The token travels in `auth` only: a query would keep the first one for good.
+      query: { "content-language": state.lang },
+      auth: handshakeAuth,
       reconnection: true,
       reconnectionDelay: 500,
       reconnectionDelayMax: 5000,
@@ -325,26 +351,41 @@
     state.socket = socket;
     window.notihubDashboard = { state, socket };
 
-    socket.on("connect", () => setConnection("connected", t("connected")));
+    socket.on("connect", () => {
+      state.renewing = false;
+      setConnection("connected", t("connected"));
+    });
     socket.io.on("open", () => socket.io.engine.on("upgrade", () => {
       if (socket.connected) setConnection("connected", t("connected"));
     }));
     socket.on("disconnect", (reason) => {
       if (reason === "io client disconnect") return;
+      // The token ended (session_expired came first): connect again once there is a fresh one.
+      if (state.expired) return;
       setConnection("reconnecting", t("reconnecting")(1));
       // The server ended the session: socket.io-client leaves reconnecting to the page then.
       if (reason === "io server disconnect") socket.connect();
     });
     socket.io.on("reconnect_attempt", (attempt) => setConnection("reconnecting", t("reconnecting")(attempt)));
     socket.on("connect_error", (err) => {
-      const code = err && err.data && err.data.code;
+      const data = (err && err.data) || {};
+      const code = data.code;
+      if (code === "token_expired") {
+        sessionExpired();
+        return;
+      }
+      if (code === "rate_limited") {
+        retryLater(data.retry_after);
+        return;
+      }
       if (code) {
         // Refused by the server: retrying with the same token cannot help.
-        signOut(TEXT[state.lang].refused[code] || err.data.message);
+        signOut(TEXT[state.lang].refused[code] || data.message);
         return;
       }
       setConnection(navigator.onLine ? "reconnecting" : "offline", navigator.onLine ? t("connecting") : t("offline"));
     });
+    socket.on("session_expired", sessionExpired);
 
     socket.on("init", ({ unread_count, notifications }) => {
       setUnread(unread_count);
@@ -367,9 +408,104 @@
     });
   }
 
+  // ---- the end of a token, and limits --------------------------------------------------------
+
+  async function fetchToken() {
+    // The page's own origin answers {token} (a session cookie may stand behind it).
+    const response = await fetch(state.tokenUrl, {
+      credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" },
+    });
+    if (!response.ok) throw new Error(`token_url answered ${response.status}`);
+    const body = await response.json();
+    if (!body || typeof body.token !== "string" || !body.token.trim()) throw new Error("token_url gave no token");
+    return body.token.trim();
+  }
+
+  async function sessionExpired() {
+    // The list and `since` stay: the next connection of this socket replays what is missed meanwhile.
+    if (state.expired || !state.socket) return;
+    state.expired = true;
+    const socket = state.socket;
+    // A token from token_url that is refused as expired at once: ask the person, do not loop.
+    const renewalFailed = state.renewing;
+    state.renewing = false;
+    if (state.tokenUrl && !renewalFailed) {
+      setConnection("reconnecting", t("refreshing"));
+      try {
+        const token = await fetchToken();
+        if (socket !== state.socket) return;  // signed out meanwhile
+        if (decodeClaims(token).sub === state.claims.sub) {
+          state.renewing = true;
+          resume(token);
+          return;
+        }
+      } catch (e) {
+        // No fresh token from there: ask the person instead.
+      }
+      if (socket !== state.socket) return;
+    }
+    askForToken();
+  }
+
+  function askForToken() {
+    setConnection("expired", t("expired"));
+    $("signin").hidden = false;
+    $("signin-error").textContent = t("sessionExpired");
+    $("signin-error").dataset.reason = "session_expired";
+    $("token").value = "";
+    $("token").focus();
+  }
+
+  function resume(token) {
+    // A fresh token of the same user: connect the same socket again, with the list and `since` kept.
+    state.token = token;
+    state.claims = decodeClaims(token);
+    state.expired = false;
+    sessionStorage.setItem("notihub.token", token);
+    $("signin").hidden = true;
+    $("signin-error").textContent = "";
+    delete $("signin-error").dataset.reason;
+    setConnection("reconnecting", t("connecting"));
+    state.socket.connect();
+  }
+
+  function retryLater(seconds) {
+    // Too many handshakes: wait as long as the server asks, then try again (still signed in).
+    const wait = Math.max(1, Math.ceil(Number(seconds) || 1));
+    setConnection("reconnecting", t("rateLimited")(wait));
+    clearTimeout(state.retryTimer);
+    const socket = state.socket;
+    state.retryTimer = setTimeout(() => {
+      state.retryTimer = null;
+      if (socket === state.socket && !socket.connected && !state.expired) socket.connect();
+    }, wait * 1000);
+  }
+
   // ---- sign in and out ----------------------------------------------------------------------
 
+  function submitToken(token) {
+    token = token.trim();
+    // While the session is only expired, the same user's new token resumes it (list kept);
+    // anybody else's starts afresh.
+    if (state.expired && state.socket && decodeClaims(token).sub === state.claims.sub) resume(token);
+    else signIn(token);
+  }
+
+  // Ends the current session, if any: its socket, a pending retry, an expired state.
+  function endSession() {
+    if (state.socket) {
+      state.socket.disconnect();
+      state.socket = null;
+    }
+    clearTimeout(state.retryTimer);
+    state.expired = false;
+    state.renewing = false;
+    delete $("signin-error").dataset.reason;
+  }
+
   function signIn(token) {
+    endSession();
+    $("signin-error").textContent = "";
     state.token = token.trim();
     state.claims = decodeClaims(state.token);
     sessionStorage.setItem("notihub.token", state.token);
@@ -381,10 +517,7 @@
   }
 
   function signOut(message) {
-    if (state.socket) {
-      state.socket.disconnect();
-      state.socket = null;
-    }
+    endSession();
     sessionStorage.removeItem("notihub.token");
     state.token = null;
     state.claims = {};
@@ -404,13 +537,16 @@
     applyLanguage();
     renderCourses();
     render();
+    const error = $("signin-error");
+    if (error.dataset.reason === "session_expired") error.textContent = t("sessionExpired");
     if (!state.socket) return;
     // Texts are rendered by the server in the handshake's language: reconnect with the new one
-    // and load the list again in it.
+    // and load the list again in it (once there is a fresh token, if the session expired).
     state.socket.disconnect();
     state.socket.io.opts.query = { ...state.socket.io.opts.query, "content-language": lang };
     resetList();
-    state.socket.connect();
+    if (state.expired) setConnection("expired", t("expired"));
+    else if (!state.retryTimer) state.socket.connect();  // else when the rate limit allows
   }
 
   // ---- start --------------------------------------------------------------------------------
@@ -428,15 +564,17 @@
     $("signin-form").addEventListener("submit", (e) => {
       e.preventDefault();
       const token = $("token").value;
-      if (token.trim()) signIn(token);
+      if (token.trim()) submitToken(token);
     });
     window.addEventListener("offline", () => setConnection("offline", t("offline")));
     new IntersectionObserver((entries) => {
       if (entries.some((e) => e.isIntersecting)) loadMore();
     }, { rootMargin: "200px" }).observe($("sentinel"));
 
+    state.tokenUrl = sameOriginPath(new URL(window.location.href).searchParams.get("token_url"));
     const token = takeTokenFromAddress() || sessionStorage.getItem("notihub.token");
     if (token) signIn(token);
+    else if (state.tokenUrl) fetchToken().then(signIn, () => signOut(""));
     else signOut("");
   });
 })();
