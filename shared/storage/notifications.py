@@ -53,6 +53,7 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import pymongo
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -70,6 +71,8 @@ _INDEX_OPTIONS_CONFLICT = 85
 _DUPLICATE_KEY = 11000
 # The unique index of earlier versions, on `notifications`, replaced by `notification_sources`.
 _LEGACY_SOURCE_INDEX = "source_recipient"
+# How long ensure_indexes may take, in seconds.
+INDEX_DEADLINE_SECONDS = 300
 # At most this many notifications in one transaction.
 COMMIT_BATCH = 1000
 # A deleted notification that came from a request or an event is remembered this long (as long
@@ -123,24 +126,27 @@ class NotificationStore:
     async def ensure_indexes(self) -> None:
         """Create the indexes every query below relies on, and move an earlier version's source
         index to the source pairs (idempotent)."""
-        await self._coll.create_indexes(
-            [
-                # Inbox pages, replay after `since`, deletes: newest first per recipient.
-                IndexModel([("recipient", ASCENDING), ("_id", DESCENDING)], name="recipient_id"),
-                # Unread-only pages and the newest unread of `init`.
-                IndexModel(
-                    [("recipient", ASCENDING), ("read", ASCENDING), ("_id", DESCENDING)],
-                    name="recipient_read_id",
-                ),
-            ]
-        )
-        # A repeated request or event stores nothing twice (invariant 5); the index is the
-        # collection's shard key.
-        await self._sources.create_index([("source", ASCENDING), ("recipient", ASCENDING)],
-                                         name="source_recipient", unique=True)
-        await self._tombstones.create_index([("at", ASCENDING)], name="expiry", expireAfterSeconds=TOMBSTONE_SECONDS)
-        await self._ensure_retention()
-        await self._move_source_index()
+        # Start-up work, not a request: index builds (each waits for a majority of the replica
+        # set) and the migration get minutes, not the per-operation deadline.
+        with pymongo.timeout(INDEX_DEADLINE_SECONDS):
+            await self._coll.create_indexes(
+                [
+                    # Inbox pages, replay after `since`, deletes: newest first per recipient.
+                    IndexModel([("recipient", ASCENDING), ("_id", DESCENDING)], name="recipient_id"),
+                    # Unread-only pages and the newest unread of `init`.
+                    IndexModel(
+                        [("recipient", ASCENDING), ("read", ASCENDING), ("_id", DESCENDING)],
+                        name="recipient_read_id",
+                    ),
+                ]
+            )
+            # A repeated request or event stores nothing twice (invariant 5); the index is the
+            # collection's shard key.
+            await self._sources.create_index([("source", ASCENDING), ("recipient", ASCENDING)],
+                                             name="source_recipient", unique=True)
+            await self._tombstones.create_index([("at", ASCENDING)], name="expiry", expireAfterSeconds=TOMBSTONE_SECONDS)
+            await self._ensure_retention()
+            await self._move_source_index()
 
     async def _move_source_index(self) -> None:
         # Databases of earlier versions kept the uniqueness as a partial unique index of
