@@ -1,12 +1,36 @@
-"""The event bus: one Redis pub/sub channel that carries what socket workers must push.
+"""The event bus: Redis pub/sub channels that carry what socket workers must push.
 
 Serialisation is kept apart from the Redis calls (encode/decode below), so the same
 messages can be tested without a server and carried by another broker later.
 
+Targeted delivery: every socket worker listens on a channel of its own,
+``<prefix>:bus:<worker id>``. After a commit, the announcer looks up which workers hold each
+recipient (one script over the recipients' presence keys, shared/presence.py), and publishes to
+each worker only its recipients' items and the contents they need; a recipient with no socket
+anywhere costs no publish. A read-state change or a deletion goes to the workers of its user.
+With NOTIHUB_BUS_TARGETED=0 the announcer publishes everything on the shared channel
+``<prefix>:events`` instead, which every worker listens to as well (so processes with either
+setting, as during a rolling upgrade, still reach every worker).
+
+Why targeting loses nothing (tests/socket_server/test_targeted.py):
+
+1. A socket's lease is written (presence admit) before its sync reads the inbox snapshot from
+   the primary, and the lookup of a commit's recipients happens after the commit. So a commit
+   either precedes the snapshot (the socket gets it in ``init`` or the replay), or its lookup
+   sees the new lease and the worker gets it live (held until the sync is done, see
+   socket_server/hub.py). Should it reach the worker before the socket is attached to the hub,
+   the snapshot, read after the attachment, has it.
+2. When the lookup or a publish fails, ``announce`` still never raises: the commit stands, and
+   the workers find it in MongoDB at their position check.
+3. After a Redis restart, leases and subscriptions are gone: the listener subscribes again and
+   yields a Gap, and the worker writes its sockets' leases again *before* its position check.
+   A commit whose lookup came before the leases were back is found by that check; any later
+   commit finds the leases.
+
 The bus is a fast path only: what it loses, workers find again from MongoDB (every message
 carries positions, see storage/notifications.py). A subscription that hears nothing, not even
-the heartbeat every listener publishes, for ``deaf_after`` seconds is treated as lost: the
-listener subscribes again and yields a Gap.
+the heartbeat every listener publishes on its own channel, for ``deaf_after`` seconds is treated
+as lost: the listener subscribes again and yields a Gap.
 """
 from __future__ import annotations
 
@@ -25,6 +49,7 @@ from redis.exceptions import RedisError
 
 from . import metrics
 from .models import Actor, Notification, Stored, iso
+from .presence import Presence
 
 logger = logging.getLogger(__name__)
 
@@ -176,29 +201,53 @@ def decode(message: bytes | str) -> Event | None:
 
 
 class EventBus:
-    """Publishes events on one channel; every socket worker listens to all of it."""
+    """Publishes events to the workers that hold their users; each worker listens to its own channel."""
 
-    def __init__(self, *, redis: aioredis.Redis, channel: str, heartbeat: float = 1.0, deaf_after: float = 3.0,
-                 timeout: float = 5.0) -> None:
+    def __init__(self, *, redis: aioredis.Redis, prefix: str, presence: Presence | None = None,
+                 heartbeat: float = 1.0, deaf_after: float = 3.0, timeout: float = 5.0) -> None:
         self._redis = redis
-        self.channel = channel
+        self._prefix = prefix
+        # None: every event on the shared channel, for every worker (NOTIHUB_BUS_TARGETED=0).
+        self._presence = presence
+        self.channel = f"{prefix}:events"
         self.heartbeat = heartbeat
         self.deaf_after = deaf_after
         self.timeout = timeout
 
-    async def _send(self, message: bytes) -> None:
+    def channel_of(self, worker: str) -> str:
+        """The channel only ``worker`` listens to."""
+        return f"{self._prefix}:bus:{worker}"
+
+    async def _send(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        # Every message of one announcement in one round trip, in order per channel.
+        if not messages:
+            return
         async with asyncio.timeout(self.timeout):
-            await self._redis.publish(self.channel, message)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for channel, message in messages:
+                    pipe.publish(channel, message)
+                await pipe.execute()
 
     async def publish(self, event: Change) -> None:
-        """Send one change to every listening worker (within the bus's deadline)."""
-        await self._send(encode(event))
+        """Send one change to the workers of its user (within the bus's deadline)."""
+        message = encode(event)
+        if self._presence is None:
+            await self._send([(self.channel, message)])
+            return
+        async with asyncio.timeout(self.timeout):
+            workers = (await self._presence.workers([event.user])).get(event.user, ())
+        await self._send([(self.channel_of(w), message) for w in sorted(workers)])
 
     async def deliver(self, stored: Sequence[Stored]) -> int:
         """Publish committed notifications, in as few messages as fit; return how many were sent."""
-        messages = delivered_messages(stored)
-        for message in messages:
-            await self._send(message)
+        if self._presence is None:
+            messages = [(self.channel, m) for m in delivered_messages(stored)]
+        else:
+            async with asyncio.timeout(self.timeout):
+                holders = await self._presence.workers([s.notification.recipient for s in stored])
+            messages = [(self.channel_of(worker), m) for worker, own in _by_worker(stored, holders).items()
+                        for m in delivered_messages(own)]
+        await self._send(messages)
         return len(messages)
 
     async def announce(self, what: Change | Sequence[Stored]) -> None:
@@ -213,13 +262,16 @@ class EventBus:
                 await self.deliver(what)
         except (RedisError, OSError, TimeoutError) as exc:
             metrics.BUS_PUBLISH_FAILURES.inc()
-            logger.warning("could not announce a committed change on %s (%s); workers will find it in MongoDB",
-                           self.channel, exc)
+            logger.warning("could not announce a committed change (%s); workers will find it in MongoDB", exc)
 
     async def listen(
-        self, *, ready: asyncio.Event | None = None, max_backoff: float = 5.0
+        self, worker: str, *, ready: asyncio.Event | None = None, max_backoff: float = 5.0
     ) -> AsyncIterator[Event | Gap]:
-        """Yield events forever; after a lost (or silent) subscription, subscribe again and yield a Gap."""
+        """Yield the events of ``worker`` (its own channel and the shared one) forever; after a
+        lost (or silent) subscription, subscribe again and yield a Gap."""
+        own = self.channel_of(worker)
+        # Received bytes and messages are counted by channel (heartbeats are not counted).
+        labels = {own.encode(): "worker", self.channel.encode(): "shared"}
         backoff = 0.1
         lost = False
         while True:
@@ -227,8 +279,8 @@ class EventBus:
             pinger: asyncio.Task[None] | None = None
             try:
                 async with asyncio.timeout(self.timeout):
-                    await pubsub.subscribe(self.channel)
-                pinger = asyncio.create_task(self._ping())
+                    await pubsub.subscribe(own, self.channel)
+                pinger = asyncio.create_task(self._ping(own))
                 if ready is not None:
                     ready.set()
                 backoff = 0.1
@@ -243,13 +295,19 @@ class EventBus:
                     now = time.monotonic()
                     if message is None or message.get("type") != "message":
                         if now - heard > self.deaf_after:
-                            raise TimeoutError(f"nothing heard on {self.channel} for {now - heard:.1f}s")
+                            raise TimeoutError(f"nothing heard on {own} for {now - heard:.1f}s")
                         continue
                     heard = now
+                    data = message["data"]
+                    if data == _PING:
+                        continue
+                    label = labels.get(message["channel"], "shared")
+                    metrics.BUS_RECEIVED_BYTES.labels(label).inc(len(data))
+                    metrics.BUS_RECEIVED_MESSAGES.labels(label).inc()
                     try:
-                        event = decode(message["data"])
+                        event = decode(data)
                     except ValueError:
-                        logger.exception("dropping a malformed message on %s", self.channel)
+                        logger.exception("dropping a malformed message on %s", message["channel"])
                         continue
                     if event is not None:
                         yield event
@@ -267,11 +325,20 @@ class EventBus:
                 except (RedisError, OSError, TimeoutError):
                     pass
 
-    async def _ping(self) -> None:
-        # Heard by every listener, this one included: silence means a deaf subscription.
+    async def _ping(self, channel: str) -> None:
+        # Heard by this listener only: silence means a deaf subscription.
         while True:
             try:
-                await self._send(_PING)
+                await self._send([(channel, _PING)])
             except (RedisError, OSError, TimeoutError) as exc:
                 logger.debug("bus heartbeat not sent: %s", exc)
             await asyncio.sleep(self.heartbeat)
+
+
+def _by_worker(stored: Sequence[Stored], holders: dict[str, set[str]]) -> dict[str, list[Stored]]:
+    """The notifications each worker must get, in commit order: those of the users it holds."""
+    grouped: dict[str, list[Stored]] = {}
+    for s in stored:
+        for worker in holders.get(s.notification.recipient, ()):
+            grouped.setdefault(worker, []).append(s)
+    return grouped

@@ -45,6 +45,14 @@ DROPPED_SLOW = Counter(
     "notihub_sockets_dropped_slow_total", "Sockets closed because their client stopped reading (they replay)"
 )
 BUS_MESSAGES = Counter("notihub_bus_messages_total", "Messages received from the event bus", ["kind"])
+# What targeted delivery saves shows here: per worker, bytes and messages of the bus, by channel
+# (the worker's own, or the shared one of NOTIHUB_BUS_TARGETED=0); heartbeats are not counted.
+BUS_RECEIVED_BYTES = Counter(
+    "notihub_bus_received_bytes_total", "Bytes received from the event bus, by channel", ["channel"]
+)
+BUS_RECEIVED_MESSAGES = Counter(
+    "notihub_bus_received_messages_total", "Messages received from the event bus, by channel", ["channel"]
+)
 RATE_LIMITED = Counter("notihub_rate_limited_total", "Requests, events and handshakes refused by a rate limit",
                        ["limit"])
 RATE_LIMIT_FAILURES = Counter(

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .bus import EventBus
+from .presence import Presence
 from .service import NotificationService
 from .settings import Settings
 from .storage.idempotency import IdempotencyStore
@@ -98,7 +99,8 @@ async def open_runtime(settings: Settings, *, app_name: str) -> AsyncIterator[Ru
         preferences = PreferenceStore(db=db)
         for indexed in (store, idempotency, topics, preferences):
             await indexed.ensure_indexes()
-        bus = EventBus(redis=redis, channel=f"{settings.channel_prefix}:events", timeout=settings.redis_timeout)
+        presence = Presence(redis=redis, prefix=settings.channel_prefix) if settings.bus_targeted else None
+        bus = EventBus(redis=redis, prefix=settings.channel_prefix, presence=presence, timeout=settings.redis_timeout)
         service = NotificationService(store=store, idempotency=idempotency, topics=topics,
                                       preferences=preferences, bus=bus)
         yield Runtime(settings=settings, mongo=mongo, db=db, redis=redis, bus=bus, service=service)

@@ -51,6 +51,17 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "on", "yes"):
+        return True
+    if raw in ("0", "false", "off", "no"):
+        return False
+    raise SettingsError(f"{name} must be 1 or 0, not {raw!r}")
+
+
 def _list(raw: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
 
@@ -118,6 +129,9 @@ class Settings:
     mongo_timeout_ms: int = 10_000
     redis_timeout: float = 5.0
     position_check_seconds: int = 10
+    # Each commit's events go only to the socket workers holding their users (see shared/bus.py);
+    # 0: to every worker, on the shared channel.
+    bus_targeted: bool = True
     retention_sweep_seconds: int = 60
     max_socket_queue: int = 1000
     namespace_timeout_seconds: int = 10
@@ -196,6 +210,7 @@ class Settings:
             mongo_timeout_ms=_int(env, "NOTIHUB_MONGO_TIMEOUT_MS", defaults.mongo_timeout_ms, 100),
             redis_timeout=_int(env, "NOTIHUB_REDIS_TIMEOUT_MS", int(defaults.redis_timeout * 1000), 100) / 1000,
             position_check_seconds=_int(env, "NOTIHUB_POSITION_CHECK_SECONDS", defaults.position_check_seconds, 1),
+            bus_targeted=_switch(env, "NOTIHUB_BUS_TARGETED", defaults.bus_targeted),
             retention_sweep_seconds=_int(env, "NOTIHUB_RETENTION_SWEEP_SECONDS", defaults.retention_sweep_seconds, 1),
             max_socket_queue=_int(env, "NOTIHUB_MAX_SOCKET_QUEUE", defaults.max_socket_queue, 10),
             namespace_timeout_seconds=_int(env, "NOTIHUB_NAMESPACE_TIMEOUT_SECONDS",

@@ -9,13 +9,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import socketio
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from shared import metrics
 from shared import web as shared_web
+from shared.bus import Gap
 from shared.i18n import Renderer
+from shared.presence import LEASE_SECONDS, Presence
 from shared.ratelimit import LocalLimiter, Rate, RedisLimiter
 from shared.runtime import Runtime, open_runtime
 from shared.settings import Settings
@@ -25,7 +26,7 @@ from .drain import Drainer
 from .engine import FastJson, WorkerServer
 from .hub import Hub
 from .namespace import NAMESPACE, NotificationsNamespace, SocketLimits, reconnect
-from .presence import LEASE_SECONDS, Presence
+from .manager import TargetedRedisManager
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +56,12 @@ def allowed_origins(origins: tuple[str, ...]) -> Any:
 def create_sio(settings: Settings, *, worker_id: str) -> WorkerServer:
     """The Socket.IO server; every worker shares one Redis client manager."""
     # The Redis manager lets any worker (or any process with a write-only manager) emit to
-    # rooms such as user:<id> on every worker; notifications travel on the event bus instead
-    # so that each worker renders them once per language for its own sockets.
-    manager = socketio.AsyncRedisManager(settings.redis_url, channel=f"{settings.channel_prefix}:socketio")
+    # rooms such as user:<id>, reaching only the workers that hold the user (manager.py);
+    # notifications travel on the event bus instead so that each worker renders them once per
+    # language for its own sockets.
+    manager = TargetedRedisManager(settings.redis_url, channel=f"{settings.channel_prefix}:socketio",
+                                   prefix=settings.channel_prefix, worker_id=worker_id,
+                                   targeted=settings.bus_targeted)
     return WorkerServer(
         worker_id=worker_id,
         async_mode="aiohttp",
@@ -71,8 +75,13 @@ def create_sio(settings: Settings, *, worker_id: str) -> WorkerServer:
     )
 
 
-async def _listen(runtime: Runtime, hub: Hub, ready: asyncio.Event, check_now: asyncio.Event) -> None:
-    async for event in runtime.bus.listen(ready=ready):
+async def _listen(runtime: Runtime, hub: Hub, presence: Presence, worker_id: str, ready: asyncio.Event,
+                  check_now: asyncio.Event) -> None:
+    async for event in runtime.bus.listen(worker_id, ready=ready):
+        if isinstance(event, Gap):
+            # Redis may be back empty: the leases first, so that every commit from now on finds
+            # this worker; the position check (hub.handle) then finds those that came before.
+            await _renew_leases(presence, hub)
         try:
             await hub.handle(event)
         except Exception:
@@ -139,13 +148,29 @@ async def _close_idle_sessions(sio: WorkerServer, timeout: float) -> None:
                 await unjoined[eio_sid].close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
 
 
-async def _refresh_presence(presence: Presence, hub: Hub) -> None:
+async def _renew_leases(presence: Presence, hub: Hub) -> bool:
+    """Extend the leases of this worker's sockets, writing again those that were gone; whether
+    any was (its socket may have missed commits whose lookup did not find it: check positions).
+
+    A socket that closed while its lease was written again is forgotten once more."""
+    try:
+        restored = await presence.refresh(hub.sockets())
+        closed = [(user, sid) for user, sid in restored if hub.connection(sid) is None]
+        await presence.forget(closed)
+    except (RedisError, OSError, TimeoutError) as exc:
+        logger.warning("could not refresh socket leases: %s", exc)
+        return False
+    if len(restored) > len(closed):
+        logger.info("wrote the missing leases of %d sockets again", len(restored) - len(closed))
+        return True
+    return False
+
+
+async def _refresh_presence(presence: Presence, hub: Hub, check_now: asyncio.Event) -> None:
     while True:
         await asyncio.sleep(LEASE_SECONDS / 3)
-        try:
-            await presence.refresh(hub.sockets())
-        except (RedisError, OSError) as exc:
-            logger.warning("could not refresh socket leases: %s", exc)
+        if await _renew_leases(presence, hub):
+            check_now.set()
 
 
 def create_app(settings: Settings, *, worker_id: str) -> web.Application:
@@ -207,9 +232,9 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
             try:
                 check_now = asyncio.Event()
                 async with shared_web.essential_tasks(
-                    bus_listener=_listen(runtime, hub, app[BUS_READY], check_now),
+                    bus_listener=_listen(runtime, hub, presence, worker_id, app[BUS_READY], check_now),
                     position_check=_check_positions(hub, check_now, settings.position_check_seconds),
-                    presence_refresh=_refresh_presence(presence, hub),
+                    presence_refresh=_refresh_presence(presence, hub, check_now),
                     gc_freeze=_freeze_old_objects(every=30, thaw_every=20),
                     idle_sessions=_close_idle_sessions(sio, settings.namespace_timeout_seconds),
                     metrics_share=metrics.share(runtime.redis, prefix=settings.channel_prefix, process=worker_id),

@@ -20,6 +20,9 @@ Invariants, each proven in tests/socket_server/test_hub.py:
 5. After a lost bus subscription (a Gap) and at every position check, the inboxes of all local
    users are read (one query per CHECK_BATCH users) and only sockets behind them catch up,
    a bounded number at a time, after a random delay so that workers do not stampede MongoDB.
+   Before a Gap reaches the hub, the worker has written its sockets' leases again (app.py): the
+   bus sends a user's events only to workers with a lease (shared/bus.py), so every commit is
+   either announced here or older than the check.
 
 6. At most NOTIHUB_USER_MAX_PER_MINUTE notifications of one type per recipient are pushed live
    (by their creation time, so every worker decides alike); the excess is stored, counted and

@@ -18,6 +18,7 @@ from shared.errors import (HubError, InternalError, InvalidRequest, RateLimited,
                            UnknownEvent)
 from shared.i18n import Renderer, negotiate
 from shared.ids import parse_id, parse_ids
+from shared.presence import Presence
 from shared.ratelimit import LocalLimiter, RedisLimiter, Verdict
 from shared.runtime import services_fault
 from shared.service import NotificationService
@@ -25,7 +26,6 @@ from shared.tokens import TokenVerifier
 from shared.web import client_address
 
 from .hub import Connection, Hub
-from .presence import Presence
 
 logger = logging.getLogger(__name__)
 
@@ -198,10 +198,14 @@ class NotificationsNamespace(socketio.AsyncNamespace):
             if not verdict.allowed:
                 raise _refusal(verdict, "connections of this user")
             try:
+                # The lease is written here, before the sync reads the snapshot: a commit the
+                # snapshot misses finds this worker when it is announced (shared/bus.py).
                 admitted = await self.presence.admit(user.id, sid)
             except (RedisError, OSError) as exc:
                 # A refusal would be final for the client (it never retries one), and Redis may
                 # be back in a moment: admit the socket uncounted rather than lock the user out.
+                # Its lease is written by the worker's next refresh; until then the position
+                # check brings it what announcements could not.
                 logger.warning("could not count the connections of a user; admitting uncounted: %s", exc)
                 admitted = True
             if not admitted:

@@ -25,7 +25,7 @@ async def profiled(runtime, settings):
     for indexed in (store, topics, idem):
         await indexed.ensure_indexes()
     service = NotificationService(store=store, idempotency=idem, topics=topics, preferences=PreferenceStore(db=db),
-                                  bus=EventBus(redis=runtime.redis, channel=f"profile:{name}"))
+                                  bus=EventBus(redis=runtime.redis, prefix=f"profile:{name}"))
     await db.command("profile", 2)
     yield db, service
     await db.command("profile", 0)

@@ -25,10 +25,11 @@ def note(user, created_at=None):
 async def make_service(runtime, db, *, max_per_user=1000):
     store = NotificationStore(db=db, retention=dt.timedelta(days=7), max_per_user=max_per_user)
     await store.ensure_indexes()
-    channel = f"scratch:{uuid.uuid4().hex[:8]}"
+    # Every event on the shared channel of a prefix of its own (NOTIHUB_BUS_TARGETED=0).
+    prefix = f"scratch:{uuid.uuid4().hex[:8]}"
     return NotificationService(store=store, idempotency=IdempotencyStore(db=db, keep_hours=24),
                                topics=TopicStore(db=db), preferences=PreferenceStore(db=db),
-                               bus=EventBus(redis=runtime.redis, channel=channel))
+                               bus=EventBus(redis=runtime.redis, prefix=prefix))
 
 
 async def listen(runtime, channel):

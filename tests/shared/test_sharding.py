@@ -30,7 +30,7 @@ async def make_service(runtime, db, *, retention=RETENTION) -> NotificationServi
     for indexed in (store, topics, idem, preferences):
         await indexed.ensure_indexes()
     return NotificationService(store=store, idempotency=idem, topics=topics, preferences=preferences,
-                               bus=EventBus(redis=runtime.redis, channel=f"shard:{db.name}"))
+                               bus=EventBus(redis=runtime.redis, prefix=f"shard:{db.name}"))
 
 
 def note(user, *, source=None, created_at=None):

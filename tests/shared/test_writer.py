@@ -8,6 +8,7 @@ import orjson
 from bson.errors import InvalidDocument
 
 from shared.models import Draft
+from shared.presence import Presence
 
 
 def user():
@@ -49,10 +50,14 @@ async def test_a_repeat_announces_again_what_an_earlier_attempt_stored(runtime):
     """A first attempt stored, then its answer or its announcement was lost: the producer's
     retry under the same key must announce it again, with the recipient's current badge."""
     recipient = user()
+    # The recipient has a socket on a worker of its own: the bus announces to that worker only.
+    worker = f"wt{uuid.uuid4().hex[:8]}"
+    presence = Presence(redis=runtime.redis, prefix=runtime.settings.channel_prefix, limit=5)
+    await presence.admit(recipient, f"{worker}.s1")
     draft = Draft(type="post.liked", recipients=(recipient,), source=f"key:{uuid.uuid4().hex}", fingerprint="f")
     first = await runtime.service.publish(draft)
     pubsub = runtime.redis.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(runtime.service.bus.channel)
+    await pubsub.subscribe(runtime.service.bus.channel_of(worker))
     try:
         again = await runtime.service.publish(draft)
         async with asyncio.timeout(10):

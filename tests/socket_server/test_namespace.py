@@ -12,11 +12,11 @@ from aiohttp.test_utils import TestServer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared.i18n import Renderer
+from shared.presence import Presence
 from shared.ratelimit import LocalLimiter, RedisLimiter
 from shared.tokens import TokenVerifier, mint
 from socket_server.hub import Hub
 from socket_server.namespace import NAMESPACE, NotificationsNamespace, SocketLimits, reconnect
-from socket_server.presence import Presence
 
 
 class LeavesDuringAdmit(Presence):
