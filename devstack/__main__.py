@@ -49,7 +49,7 @@ environment (all optional):
   NOTIHUB_REDIS_URL / NOTIHUB_MONGO_URL / NOTIHUB_KAFKA_BOOTSTRAP
                              use these services instead of starting local ones
   NOTIHUB_ENV                the processes run with NOTIHUB_ENV=development unless it is set:
-                             built-in secrets accepted, /metrics open to anyone
+                             built-in secrets accepted, /metrics open to anyone, any origin
 application settings (NOTIHUB_JWT_SECRET, rate limits, CORS, ...): see the README, "Configuration"
 """
 

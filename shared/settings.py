@@ -83,7 +83,11 @@ def _networks(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tu
         raise SettingsError(f"{name}: {exc}") from None
 
 
-def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
+def _origins(env: Mapping[str, str], *, development: bool) -> tuple[str, ...]:
+    # Unset: the hub's own origin only; in development any page may try the hub (without
+    # credentials, which are never allowed).
+    if env.get("NOTIHUB_CORS_ORIGINS") is None and development:
+        return ("*",)
     origins = _list(env.get("NOTIHUB_CORS_ORIGINS"))
     for origin in origins:
         if origin != "*" and not origin.startswith(("http://", "https://")):
@@ -216,7 +220,7 @@ class Settings:
             namespace_timeout_seconds=_int(env, "NOTIHUB_NAMESPACE_TIMEOUT_SECONDS",
                                            defaults.namespace_timeout_seconds, 1),
             env=environment,
-            cors_origins=_origins(env),
+            cors_origins=_origins(env, development=environment == "development"),
             metrics_key=env.get("NOTIHUB_METRICS_KEY") or None,
             trusted_proxies=_networks(env, "NOTIHUB_TRUSTED_PROXIES", PRIVATE_NETWORKS),
             producer_rate=_rate(env, "NOTIHUB_PRODUCER_RATE_LIMIT", defaults.producer_rate),

@@ -102,7 +102,7 @@ async def test_every_answer_carries_the_security_headers(settings):
 
 
 async def test_no_cross_origin_access_unless_configured(settings):
-    async with api(settings) as (client, _):
+    async with api(settings, cors_origins=()) as (client, _):  # NOTIHUB_CORS_ORIGINS unset in production
         resp = await client.get("/healthz", headers={"Origin": "https://elsewhere.example"})
         assert "Access-Control-Allow-Origin" not in resp.headers
         resp = await client.options("/v1/me/notifications", headers={

@@ -55,6 +55,9 @@ def test_origins_proxies_and_the_metrics_key_are_read_as_documented():
     assert settings.metrics_key == "k"
     defaults = Settings.from_env({})
     assert defaults.cors_origins == () and defaults.metrics_key is None and defaults.env == "production"
+    # Development lets any page try the hub (never with credentials); a setting still wins.
+    assert Settings.from_env({"NOTIHUB_ENV": "development"}).cors_origins == ("*",)
+    assert Settings.from_env({"NOTIHUB_ENV": "development", "NOTIHUB_CORS_ORIGINS": ""}).cors_origins == ()
     assert ipaddress.ip_address("127.0.0.1") in defaults.trusted_proxies[0]
     for bad in ({"NOTIHUB_CORS_ORIGINS": "app.example"}, {"NOTIHUB_TRUSTED_PROXIES": "not-an-address"}):
         with pytest.raises(SettingsError):
