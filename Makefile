@@ -21,7 +21,7 @@ HELMCHECK_STAMP := $(VENV)/.helmcheck.stamp
 K8S_SCHEMA_DIR := $(VENV)/share/kubernetes-json-schema
 PYTEST_ARGS ?=
 
-.PHONY: help install install-system run test faults bench bench-compare clean
+.PHONY: help install install-runtime install-system run test faults bench bench-compare clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -71,9 +71,13 @@ $(HELMCHECK_STAMP): $(HELMCHECK_SRC) | $(PY)
 install-system: $(STAMP) ## Debian packages (Redis, nginx, Java, Maven, Chromium) and Kafka's jars, when missing
 	$(PY) -m devstack install-system
 
-install: $(STAMP) install-system $(WEB_STAMP) $(JS_STAMP) $(COMPOSECHECK_STAMP) $(HELMCHECK_STAMP) ## Python venv, system packages, web assets, JS test client, composecheck, helm and kubeconform
+# What running the hub needs; the rest (the JS test client, composecheck, helm, kubeconform) is
+# for the tests and benchmarks only.
+install-runtime: $(STAMP) install-system $(WEB_STAMP) ## Python venv, system packages, web assets
 
-run: install ## start the local stack (Ctrl-C stops it)
+install: install-runtime $(JS_STAMP) $(COMPOSECHECK_STAMP) $(HELMCHECK_STAMP) ## install-runtime, and the JS test client, composecheck, helm and kubeconform
+
+run: install-runtime ## start the local stack (Ctrl-C stops it)
 	$(PY) -m devstack run
 
 # pytest exits 5 when it collected nothing: for CI that is a failure, not a pass.
