@@ -7,7 +7,7 @@ import hmac
 
 from aiohttp import web
 
-from shared.errors import RateLimited, Unauthorized
+from shared.errors import Unauthorized
 from shared.ratelimit import RedisLimiter, Verdict
 from shared.tokens import User
 
@@ -33,8 +33,7 @@ async def _count(request: web.Request, limiter: RedisLimiter, who: str) -> None:
     verdict = await limiter.hit(who)
     request[VERDICT] = verdict
     if not verdict.allowed:
-        raise RateLimited(f"too many requests; try again in {verdict.retry_after_seconds} s",
-                          retry_after=verdict.retry_after_seconds)
+        raise verdict.refusal("requests")
 
 
 async def require_service(request: web.Request) -> str:

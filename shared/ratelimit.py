@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from . import metrics
+from .errors import RateLimited
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,11 @@ class Verdict:
     def retry_after_seconds(self) -> int:
         """``Retry-After`` in whole seconds, never 0 for a refusal."""
         return max(1, math.ceil(self.retry_after)) if not self.allowed else 0
+
+    def refusal(self, what: str) -> RateLimited:
+        """The error that tells a refused caller when to come back."""
+        return RateLimited(f"too many {what}; try again in {self.retry_after_seconds} s",
+                           retry_after=self.retry_after_seconds)
 
     def headers(self) -> dict[str, str]:
         """``RateLimit-Limit`` / ``-Remaining`` / ``-Reset``, and ``Retry-After`` when refused."""

@@ -19,7 +19,7 @@ from shared.errors import (HubError, InternalError, InvalidRequest, RateLimited,
 from shared.i18n import Renderer, negotiate
 from shared.ids import parse_id, parse_ids
 from shared.presence import Presence
-from shared.ratelimit import LocalLimiter, RedisLimiter, Verdict
+from shared.ratelimit import LocalLimiter, RedisLimiter
 from shared.runtime import services_fault
 from shared.service import NotificationService
 from shared.tokens import TokenVerifier
@@ -97,11 +97,6 @@ class SocketLimits:
     trusted_proxies: tuple[Any, ...]
 
 
-def _refusal(verdict: Verdict, what: str) -> RateLimited:
-    return RateLimited(f"too many {what}; try again in {verdict.retry_after_seconds} s",
-                       retry_after=verdict.retry_after_seconds)
-
-
 class NotificationsNamespace(socketio.AsyncNamespace):
     """Authenticates sockets, hands them to the hub, and serves their requests.
 
@@ -152,7 +147,7 @@ class NotificationsNamespace(socketio.AsyncNamespace):
             logger.info("disconnecting socket %s: it goes on sending past its limit", sid)
             metrics.FLOODERS_DISCONNECTED.inc()
             self.server.start_background_task(self.server.disconnect, sid, namespace=NAMESPACE)
-        return {"ok": False, **_refusal(verdict, "events").to_dict()}
+        return {"ok": False, **verdict.refusal("events").to_dict()}
 
     def _called_by_server(self, event: str, args: tuple[Any, ...]) -> bool:
         # python-socketio routes the server's own connect/disconnect and a client's event of the
@@ -192,11 +187,11 @@ class NotificationsNamespace(socketio.AsyncNamespace):
             if address is not None:
                 verdict = await self.limits.handshakes_per_address.hit(address[:64])
                 if not verdict.allowed:
-                    raise _refusal(verdict, "connections from this address")
+                    raise verdict.refusal("connections from this address")
             user = self.verifier.verify(token)
             verdict = await self.limits.handshakes_per_user.hit(user.id)
             if not verdict.allowed:
-                raise _refusal(verdict, "connections of this user")
+                raise verdict.refusal("connections of this user")
             try:
                 # The lease is written here, before the sync reads the snapshot: a commit the
                 # snapshot misses finds this worker when it is announced (shared/bus.py).

@@ -44,16 +44,22 @@ async def titles(page) -> list[str]:
     return await page.locator("#list li .title").all_text_contents()
 
 
-async def test_expired_session_asks_for_a_token_and_replays_what_was_missed(browser, hub, shot):
-    user = hub.new_user("teacher")
-    await hub.publish([user], "post.liked", actor={"id": "a", "name": "Early"})
-    page = await new_page(browser)
+async def open_with_short_token(page, hub, user, query=""):
+    """Sign the dashboard in with a token that expires in SHORT_TTL s; it shows one notification."""
     short = hub.token(user, name="Teacher Kim", ttl=SHORT_TTL)
-    await page.goto(f"{hub.url}/dashboard/?token={short}")
+    await page.goto(f"{hub.url}/dashboard/?token={short}{query}")
     conn = page.get_by_test_id("connection")
     await expect(conn).to_have_attribute("data-state", "connected")
     items = page.locator("#list li")
     await expect(items).to_have_count(1)
+    return conn, items
+
+
+async def test_expired_session_asks_for_a_token_and_replays_what_was_missed(browser, hub, shot):
+    user = hub.new_user("teacher")
+    await hub.publish([user], "post.liked", actor={"id": "a", "name": "Early"})
+    page = await new_page(browser)
+    conn, items = await open_with_short_token(page, hub, user)
     await hub.publish([user], "post.liked", actor={"id": "b", "name": "Live"})
     await expect(items).to_have_count(2)
     socket_id = await page.evaluate("window.notihubDashboard.socket.id")
@@ -106,12 +112,7 @@ async def test_token_url_renews_the_session_by_itself(browser, hub):
         await route.fulfill(status=200, json={"token": fresh})
 
     await page.route(f"{hub.url}/test-token", token_endpoint)
-    short = hub.token(user, name="Teacher Kim", ttl=SHORT_TTL)
-    await page.goto(f"{hub.url}/dashboard/?token={short}&token_url=/test-token")
-    conn = page.get_by_test_id("connection")
-    await expect(conn).to_have_attribute("data-state", "connected")
-    items = page.locator("#list li")
-    await expect(items).to_have_count(1)
+    conn, items = await open_with_short_token(page, hub, user, "&token_url=/test-token")
 
     request = await asyncio.wait_for(asked, timeout=SHORT_TTL + 15)
     assert request.method == "GET"

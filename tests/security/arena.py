@@ -110,16 +110,21 @@ async def fresh_socket_gets_init(hub, worker: str) -> None:
     await client.close()
 
 
+async def receives(client: Client, published: dict, timeout: float = 10) -> None:
+    """Wait until ``client`` gets the one notification of a publish answer ``published``."""
+    [created] = published["notifications"]
+    while True:
+        note = await asyncio.wait_for(client.notifications.get(), timeout)
+        if note["id"] == created["id"]:
+            return
+
+
 async def bystander_unaffected(hub, bystander: Client) -> None:
     """A notification published now reaches the bystander, and its requests are still answered."""
     status, body = await hub.publish([bystander.user], "post.liked", actor={"id": "a", "name": "Kim"},
                                      data={"post_title": "Graphs"})
     assert status == 201, (status, body)
-    [created] = body["notifications"]
-    while True:
-        note = await asyncio.wait_for(bystander.notifications.get(), 10)
-        if note["id"] == created["id"]:
-            break
+    await receives(bystander, body)
     ack = await bystander.mark_all_read()
     assert ack == {"ok": True, "unread_count": 0}, ack
 

@@ -1,7 +1,7 @@
 """Ready for a sharded cluster (shard keys in ``shared.storage.SHARD_KEYS``): every unique index
 starts with its collection's shard key, and every query of the store names the key's first
 field, so that a router sends it only to the shards that own it. The real operations run with
-MongoDB's profiler on. A source is stored once per recipient under concurrent repeats, and a
+MongoDB's profiler on, and none of them may be a collection scan either. A source is stored once per recipient under concurrent repeats, and a
 database of an earlier version moves its unique index of ``notifications`` to the source pairs."""
 import asyncio
 import datetime as dt
@@ -110,8 +110,8 @@ async def profiled(runtime, scratch_db):
     await scratch_db.command("profile", 0)
 
 
-async def test_every_query_names_the_shard_key(profiled):
-    db, service = profiled
+async def _every_operation(db, service) -> list[dict]:
+    """Run every store and service operation with the profiler on; the profile's entries."""
     store = service.store
     await service.subscribe("t", "u1")
     await service.subscribe("t", "u2")
@@ -153,8 +153,23 @@ async def test_every_query_names_the_shard_key(profiled):
     await service.subscribers("t", cursor=None, limit=10)
     await service.disabled_types("u2")
     await db.command("profile", 0)
+    return [doc async for doc in db["system.profile"].find({"ns": {"$ne": f"{db.name}.system.profile"}})]
 
-    entries = [doc async for doc in db["system.profile"].find({"ns": {"$in": [f"{db.name}.{n}" for n in SHARD_KEYS]}})]
+
+async def test_no_query_scans_a_collection(profiled):
+    # Every query of the inbox is served by an index.
+    plans = [(doc["ns"], doc["op"], doc.get("planSummary", ""), doc.get("command", {}))
+             for doc in await _every_operation(*profiled)]
+    queried = [p for p in plans if p[1] in ("query", "command", "update", "remove", "getmore") and p[2]]
+    assert len(queried) >= 15, plans
+    scans = [p for p in queried if "COLLSCAN" in p[2]]
+    assert not scans, scans
+
+
+async def test_every_query_names_the_shard_key(profiled):
+    db, _ = profiled
+    profile = await _every_operation(*profiled)
+    entries = [doc for doc in profile if doc["ns"] in {f"{db.name}.{n}" for n in SHARD_KEYS}]
     seen, untargeted, scatter = set(), [], []
     for entry in entries:
         name = entry["ns"].split(".", 1)[1]
