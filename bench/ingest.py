@@ -94,7 +94,10 @@ def main() -> None:
            "NOTIHUB_MONGO_BASE_PORT": str(base + 3), "NOTIHUB_SOCKET_BASE_PORT": str(base + 6),
            "NOTIHUB_SOCKET_WORKERS": "1", "NOTIHUB_KAFKA_PORT": str(base + 8),
            "NOTIHUB_KAFKA_CONTROLLER_PORT": str(base + 9), "NOTIHUB_INGEST_BASE_PORT": str(base + 10),
-           "NOTIHUB_INGEST_WORKERS": str(args.ingest_workers), "NOTIHUB_LOG_LEVEL": "WARNING"}
+           "NOTIHUB_INGEST_WORKERS": str(args.ingest_workers), "NOTIHUB_LOG_LEVEL": "WARNING",
+           # Every event goes to one user: past the per-recipient throttle they would be stored
+           # and not pushed, and the socket that counts them would wait for ever.
+           "NOTIHUB_USER_MAX_PER_MINUTE": "0"}
     with tempfile.TemporaryDirectory(prefix="notihub-bench-") as tmp, Stack(state_dir=tmp, env=env) as stack:
         asyncio.run(run(stack, Settings.from_env(stack.child_env()), args.events, args.ingest_workers))
 
