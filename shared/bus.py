@@ -27,6 +27,9 @@ Why targeting loses nothing (tests/socket_server/test_targeted.py):
    A commit whose lookup came before the leases were back is found by that check; any later
    commit finds the leases.
 
+On a Redis Cluster the channels are shard channels (shared/redisconn.py): a worker's channel
+lives on one master; when that master fails over, the subscription fails and comes back as in 3.
+
 The bus is a fast path only: what it loses, workers find again from MongoDB (every message
 carries positions, see storage/notifications.py). A subscription that hears nothing, not even
 the heartbeat every listener publishes on its own channel, for ``deaf_after`` seconds is treated
@@ -43,11 +46,10 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from bson import ObjectId
 from redis.exceptions import RedisError
 
-from . import metrics
+from . import metrics, redisconn
 from .models import Actor, Notification, Stored, iso
 from .presence import Presence
 
@@ -203,7 +205,7 @@ def decode(message: bytes | str) -> Event | None:
 class EventBus:
     """Publishes events to the workers that hold their users; each worker listens to its own channel."""
 
-    def __init__(self, *, redis: aioredis.Redis, prefix: str, presence: Presence | None = None,
+    def __init__(self, *, redis: redisconn.Client, prefix: str, presence: Presence | None = None,
                  heartbeat: float = 1.0, deaf_after: float = 3.0, timeout: float = 5.0) -> None:
         self._redis = redis
         self._prefix = prefix
@@ -223,10 +225,7 @@ class EventBus:
         if not messages:
             return
         async with asyncio.timeout(self.timeout):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for channel, message in messages:
-                    pipe.publish(channel, message)
-                await pipe.execute()
+            await redisconn.publish(self._redis, messages)
 
     async def publish(self, event: Change) -> None:
         """Send one change to the workers of its user (within the bus's deadline)."""
@@ -275,42 +274,40 @@ class EventBus:
         backoff = 0.1
         lost = False
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             pinger: asyncio.Task[None] | None = None
             try:
-                async with asyncio.timeout(self.timeout):
-                    await pubsub.subscribe(own, self.channel)
-                pinger = asyncio.create_task(self._ping(own))
-                if ready is not None:
-                    ready.set()
-                backoff = 0.1
-                if lost:
-                    # Pub/sub does not keep what was sent while we were away: let the
-                    # listener catch its sockets up from MongoDB.
-                    lost = False
-                    yield Gap()
-                heard = time.monotonic()
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.heartbeat)
-                    now = time.monotonic()
-                    if message is None or message.get("type") != "message":
-                        if now - heard > self.deaf_after:
-                            raise TimeoutError(f"nothing heard on {own} for {now - heard:.1f}s")
-                        continue
-                    heard = now
-                    data = message["data"]
-                    if data == _PING:
-                        continue
-                    label = labels.get(message["channel"], "shared")
-                    metrics.BUS_RECEIVED_BYTES.labels(label).inc(len(data))
-                    metrics.BUS_RECEIVED_MESSAGES.labels(label).inc()
-                    try:
-                        event = decode(data)
-                    except ValueError:
-                        logger.exception("dropping a malformed message on %s", message["channel"])
-                        continue
-                    if event is not None:
-                        yield event
+                async with redisconn.subscribe(self._redis, [own, self.channel], timeout=self.timeout) as subscription:
+                    pinger = asyncio.create_task(self._ping(own))
+                    if ready is not None:
+                        ready.set()
+                    backoff = 0.1
+                    if lost:
+                        # Pub/sub does not keep what was sent while we were away: let the
+                        # listener catch its sockets up from MongoDB.
+                        lost = False
+                        yield Gap()
+                    heard = time.monotonic()
+                    while True:
+                        message = await subscription.get(timeout=self.heartbeat)
+                        now = time.monotonic()
+                        if message is None:
+                            if now - heard > self.deaf_after:
+                                raise TimeoutError(f"nothing heard on {own} for {now - heard:.1f}s")
+                            continue
+                        heard = now
+                        channel, data = message
+                        if data == _PING:
+                            continue
+                        label = labels.get(channel, "shared")
+                        metrics.BUS_RECEIVED_BYTES.labels(label).inc(len(data))
+                        metrics.BUS_RECEIVED_MESSAGES.labels(label).inc()
+                        try:
+                            event = decode(data)
+                        except ValueError:
+                            logger.exception("dropping a malformed message on %s", channel)
+                            continue
+                        if event is not None:
+                            yield event
             except (RedisError, OSError, TimeoutError) as exc:
                 lost = True
                 logger.warning("event bus subscription lost (%s); retrying in %.1fs", exc, backoff)
@@ -319,11 +316,6 @@ class EventBus:
             finally:
                 if pinger is not None:
                     pinger.cancel()
-                try:
-                    async with asyncio.timeout(1):
-                        await pubsub.aclose()
-                except (RedisError, OSError, TimeoutError):
-                    pass
 
     async def _ping(self, channel: str) -> None:
         # Heard by this listener only: silence means a deaf subscription.

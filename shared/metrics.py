@@ -12,11 +12,12 @@ import logging
 import time
 
 import prometheus_client
-import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from redis.exceptions import RedisError
+
+from . import redisconn
 
 logger = logging.getLogger(__name__)
 
@@ -102,16 +103,17 @@ SNAPSHOT_SECONDS = 5
 
 
 def _key(prefix: str, process: str) -> str:
-    return f"{prefix}:metrics:{process}"
+    return f"{_index(prefix)}:{process}"
 
 
 def _index(prefix: str) -> str:
     # Which processes have a snapshot, scored by when it expires: reading needs no SCAN of the
-    # whole keyspace (which holds a presence key per online user).
-    return f"{prefix}:metrics"
+    # whole keyspace (which holds a presence key per online user). One hash tag for the index
+    # and every snapshot: a single MGET reads them all, on a Redis Cluster too.
+    return redisconn.tag(f"{prefix}:metrics")
 
 
-async def put_snapshot(redis: aioredis.Redis, *, prefix: str, process: str, text: bytes, ttl: int) -> None:
+async def put_snapshot(redis: redisconn.Client, *, prefix: str, process: str, text: bytes, ttl: int) -> None:
     """Store a process's metrics (Prometheus text) for ``ttl`` seconds, in one round trip."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.set(_key(prefix, process), text, ex=ttl)
@@ -119,7 +121,7 @@ async def put_snapshot(redis: aioredis.Redis, *, prefix: str, process: str, text
         await pipe.execute()
 
 
-async def share(redis: aioredis.Redis, *, prefix: str, process: str, every: float = SNAPSHOT_SECONDS) -> None:
+async def share(redis: redisconn.Client, *, prefix: str, process: str, every: float = SNAPSHOT_SECONDS) -> None:
     """Put this process's metrics in Redis every ``every`` seconds, until cancelled."""
     try:
         while True:
@@ -148,7 +150,7 @@ class _Families:
         return self._families
 
 
-async def combined(redis: aioredis.Redis, *, prefix: str, process: str) -> bytes:
+async def combined(redis: redisconn.Client, *, prefix: str, process: str) -> bytes:
     """This process's metrics and every live worker's, one family per metric name."""
     sources: list[tuple[str, list[Metric]]] = [(process, list(prometheus_client.REGISTRY.collect()))]
     try:

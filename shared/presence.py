@@ -1,5 +1,10 @@
 """Which sockets each user has open, and on which socket worker: a Redis sorted set per user.
 
+Keys are ``{<prefix>:presence:<bucket>}:<user>``, the bucket a hash of the user among
+PRESENCE_BUCKETS: on a Redis Cluster the users of one bucket share a hash slot, so a lookup of
+many users is one script per bucket (at most PRESENCE_BUCKETS, run concurrently on their shards)
+instead of one per user; a single Redis runs one script for all of them.
+
 Member = a socket's Socket.IO sid, which starts with ``<worker id>.`` (socket_server/engine.py);
 score = the expiry of its lease. Socket workers write it (admit at the handshake, refresh,
 release); the bus and the Socket.IO manager read it to send a user's events only to the workers
@@ -15,16 +20,21 @@ Invariants:
 """
 from __future__ import annotations
 
+import asyncio
 import time
+import zlib
+from collections import defaultdict
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
+from . import redisconn
 
 # A worker that dies cannot remove its sockets: entries expire unless refreshed.
 LEASE_SECONDS = 90
 # Presence keys one lookup script reads: a larger lookup is several calls, so that Redis is
 # never blocked long by one of them.
 LOOKUP_KEYS = 5000
+# Hash slots the presence keys are spread over on a Redis Cluster (see the module's docstring).
+PRESENCE_BUCKETS = 256
 
 _ADMIT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -64,27 +74,30 @@ def worker_of(sid: str) -> str:
 class Presence:
     """A sorted set per user: member = socket, score = lease expiry."""
 
-    def __init__(self, *, redis: aioredis.Redis, prefix: str, limit: int = 0) -> None:
+    def __init__(self, *, redis: redisconn.Client, prefix: str, limit: int = 0) -> None:
         self._redis = redis
         self._prefix = prefix
         self._limit = limit
+        self._sharded = redisconn.is_cluster(redis)
         self._admit = redis.register_script(_ADMIT)
         self._workers = redis.register_script(_WORKERS)
 
-    def _key(self, user: str) -> str:
-        return f"{self._prefix}:presence:{user}"
+    def key(self, user: str) -> str:
+        """The Redis key of ``user``'s leases."""
+        bucket = zlib.crc32(user.encode("utf-8", "surrogatepass")) % PRESENCE_BUCKETS
+        return f"{redisconn.tag(f'{self._prefix}:presence:{bucket}')}:{user}"
 
     async def admit(self, user: str, sid: str) -> bool:
         """Count a new socket of ``user``; False when the user already has too many."""
         now = time.time()
         admitted = await self._admit(
-            keys=[self._key(user)], args=[now, now + LEASE_SECONDS, self._limit, sid, LEASE_SECONDS * 2]
+            keys=[self.key(user)], args=[now, now + LEASE_SECONDS, self._limit, sid, LEASE_SECONDS * 2]
         )
         return bool(admitted)
 
     async def release(self, user: str, sid: str) -> None:
         """Forget a closed socket."""
-        await self._redis.zrem(self._key(user), sid)
+        await self._redis.zrem(self.key(user), sid)
 
     async def forget(self, sockets: Sequence[tuple[str, str]]) -> None:
         """Forget several closed sockets (user, sid) in one round trip."""
@@ -92,7 +105,7 @@ class Presence:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for user, sid in sockets:
-                pipe.zrem(self._key(user), sid)
+                pipe.zrem(self.key(user), sid)
             await pipe.execute()
 
     async def refresh(self, sockets: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -103,8 +116,8 @@ class Presence:
         expiry = time.time() + LEASE_SECONDS
         async with self._redis.pipeline(transaction=False) as pipe:
             for user, sid in sockets:
-                pipe.zadd(self._key(user), {sid: expiry})
-                pipe.expire(self._key(user), LEASE_SECONDS * 2)
+                pipe.zadd(self.key(user), {sid: expiry})
+                pipe.expire(self.key(user), LEASE_SECONDS * 2)
             results = await pipe.execute()
         # ZADD answers how many members it added: 1 for a lease that was gone.
         return [socket for socket, added in zip(sockets, results[::2]) if added]
@@ -112,13 +125,22 @@ class Presence:
     async def workers(self, users: Sequence[str]) -> dict[str, set[str]]:
         """The workers holding a live lease of each user; users with no socket anywhere are left out.
 
-        One round trip (a script over the users' keys) for up to LOOKUP_KEYS users."""
+        One round trip (a script over the users' keys) for up to LOOKUP_KEYS users; on a
+        cluster, one script per bucket, concurrently."""
         distinct = list(dict.fromkeys(users))
-        found: dict[str, set[str]] = {}
         now = time.time()
-        for start in range(0, len(distinct), LOOKUP_KEYS):
-            chunk = distinct[start : start + LOOKUP_KEYS]
-            flat = await self._workers(keys=[self._key(u) for u in chunk], args=[now])
+        if self._sharded:
+            by_bucket: dict[str, list[str]] = defaultdict(list)
+            for user in distinct:
+                by_bucket[self.key(user).partition("}")[0]].append(user)
+            groups = list(by_bucket.values())
+        else:
+            groups = [distinct]
+        chunks = [group[start : start + LOOKUP_KEYS] for group in groups for start in range(0, len(group), LOOKUP_KEYS)]
+        answers = await asyncio.gather(*(self._workers(keys=[self.key(u) for u in chunk], args=[now])
+                                         for chunk in chunks))
+        found: dict[str, set[str]] = {}
+        for chunk, flat in zip(chunks, answers):
             for index, worker in zip(flat[::2], flat[1::2]):
                 found.setdefault(chunk[int(index) - 1], set()).add(
                     worker.decode() if isinstance(worker, bytes) else worker)

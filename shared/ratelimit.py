@@ -25,10 +25,9 @@ import math
 import re
 import time
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from . import metrics
+from . import metrics, redisconn
 from .errors import RateLimited
 
 logger = logging.getLogger(__name__)
@@ -161,7 +160,7 @@ return {1, math.floor((period - (new_tat - now)) / interval), new_tat - now, 0}
 class RedisLimiter:
     """GCRA with ``tat`` in Redis, shared by every process: ``hit(key)`` costs one round trip."""
 
-    def __init__(self, *, redis: aioredis.Redis, prefix: str, name: str, rate: Rate, timeout: float) -> None:
+    def __init__(self, *, redis: redisconn.Client, prefix: str, name: str, rate: Rate, timeout: float) -> None:
         self.rate = rate
         self.name = name
         self._redis = redis

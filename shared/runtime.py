@@ -6,16 +6,14 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import redisconn
 from .bus import EventBus
 from .presence import Presence
 from .service import NotificationService
@@ -34,7 +32,7 @@ class Runtime:
     settings: Settings
     mongo: AsyncMongoClient
     db: AsyncDatabase
-    redis: aioredis.Redis
+    redis: redisconn.Client
     bus: EventBus
     service: NotificationService
 
@@ -67,23 +65,10 @@ def services_fault(exc: BaseException) -> bool:
     return isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError)
 
 
-def connect_redis(settings: Settings, *, max_connections: int = 256) -> aioredis.Redis:
-    """A Redis client with deadlines, that retries a command once its pooled connection broke."""
-    # After a Redis restart every pooled connection is dead; without retries each one fails
-    # once on first use, long after the restart. A burst of commands (a worker releasing the
-    # leases of all its sockets at once) waits for a pooled connection instead of failing with
-    # "Too many connections".
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=max_connections,
-        timeout=settings.redis_timeout,
-        health_check_interval=10,
-        socket_connect_timeout=3,
-        socket_timeout=settings.redis_timeout,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
-    return aioredis.Redis(connection_pool=pool)
+def connect_redis(settings: Settings, *, max_connections: int = 256) -> redisconn.Client:
+    """A Redis (or Redis Cluster) client with deadlines, that retries a command once its
+    connection broke (shared/redisconn.py)."""
+    return redisconn.connect(settings.redis_url, timeout=settings.redis_timeout, max_connections=max_connections)
 
 
 @contextlib.asynccontextmanager

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from . import redisconn
 from .ratelimit import Rate
 
 logger = logging.getLogger(__name__)
@@ -186,13 +187,19 @@ class Settings:
             raise SettingsError("HS256 needs NOTIHUB_JWT_SECRET")
         if algorithm != "HS256" and not public_key:
             raise SettingsError(f"{algorithm} needs NOTIHUB_JWT_PUBLIC_KEY")
+        redis_url = env.get("NOTIHUB_REDIS_URL") or defaults.redis_url
+        if redisconn.is_cluster_url(redis_url):
+            try:
+                redisconn.cluster_seeds(redis_url)
+            except ValueError as exc:
+                raise SettingsError(f"NOTIHUB_REDIS_URL: {exc}") from None
         environment = (env.get("NOTIHUB_ENV") or defaults.env).strip().lower()
         if environment not in ("development", "production"):
             raise SettingsError("NOTIHUB_ENV must be development or production")
         settings = cls(
             mongo_url=env.get("NOTIHUB_MONGO_URL") or defaults.mongo_url,
             mongo_db=env.get("NOTIHUB_MONGO_DB") or defaults.mongo_db,
-            redis_url=env.get("NOTIHUB_REDIS_URL") or defaults.redis_url,
+            redis_url=redis_url,
             kafka_bootstrap=env.get("NOTIHUB_KAFKA_BOOTSTRAP") or None,
             channel_prefix=env.get("NOTIHUB_CHANNEL_PREFIX") or defaults.channel_prefix,
             jwt_secret=secret,

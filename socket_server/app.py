@@ -61,7 +61,7 @@ def create_sio(settings: Settings, *, worker_id: str) -> WorkerServer:
     # language for its own sockets.
     manager = TargetedRedisManager(settings.redis_url, channel=f"{settings.channel_prefix}:socketio",
                                    prefix=settings.channel_prefix, worker_id=worker_id,
-                                   targeted=settings.bus_targeted)
+                                   targeted=settings.bus_targeted, timeout=settings.redis_timeout)
     return WorkerServer(
         worker_id=worker_id,
         async_mode="aiohttp",

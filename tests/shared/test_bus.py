@@ -18,6 +18,8 @@ from shared.models import Actor, Notification, Stored, utcnow
 from shared.presence import LEASE_SECONDS, Presence
 from shared.settings import Settings, SettingsError
 
+from ..channels import Channels
+
 
 def batch(recipients, *, data=None, contents=1):
     now = utcnow()
@@ -97,24 +99,10 @@ async def targeted(runtime):
 
 async def heard(runtime, bus, workers, send):
     """Every message ``send`` makes the bus publish, by worker ("shared": the shared channel)."""
-    channels = {bus.channel_of(w).encode(): w for w in workers} | {bus.channel.encode(): "shared"}
-    pubsub = runtime.redis.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(*channels)
-    got = {name: [] for name in channels.values()}
-    try:
+    channels = {bus.channel_of(w): w for w in workers} | {bus.channel: "shared"}
+    async with Channels(runtime.redis, channels) as seen:
         await send()
-        # A fence: what the bus published before it arrives before it, on one connection.
-        await runtime.redis.publish(bus.channel, b"fence")
-        async with asyncio.timeout(10):
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-                if message is None:
-                    continue
-                if message["data"] == b"fence":
-                    return got
-                got[channels[message["channel"]]].append(message["data"])
-    finally:
-        await pubsub.aclose()
+        return await seen.fenced()
 
 
 async def test_each_worker_gets_only_the_items_of_the_users_it_holds(runtime):
@@ -126,7 +114,7 @@ async def test_each_worker_gets_only_the_items_of_the_users_it_holds(runtime):
     await presence.admit("twice", "w1.s3")
     await presence.admit("twice", "w1.s4")
     # A lease that ran out (a dead worker's): no publish for it.
-    await runtime.redis.zadd(presence._key("gone"), {"w3.s1": time.time() - 1})
+    await runtime.redis.zadd(presence.key("gone"), {"w3.s1": time.time() - 1})
     stored = batch(["a", "offline", "b", "both", "gone", "twice", "a"])
     got = await heard(runtime, bus, ["w1", "w2", "w3"], lambda: bus.deliver(stored))
     items = {w: [(i.recipient, i.seq) for m in messages for i in decode(m).items] for w, messages in got.items()}
@@ -219,10 +207,10 @@ async def test_presence_finds_workers_and_writes_missing_leases_again(runtime):
     mine = [("a", "w2.s"), ("b", "w2.t")]
     assert await presence.refresh(mine) == []
     # Redis came back empty (or the lease ran out): the refresh writes it again, and says so.
-    await runtime.redis.delete(f"{prefix}:presence:b")
+    await runtime.redis.delete(presence.key("b"))
     assert await presence.refresh(mine) == [("b", "w2.t")]
     assert await presence.workers(["b"]) == {"b": {"w2"}}
-    expiry = await runtime.redis.zscore(f"{prefix}:presence:b", "w2.t")
+    expiry = await runtime.redis.zscore(presence.key("b"), "w2.t")
     assert expiry > time.time() + LEASE_SECONDS - 5
     await presence.forget([("a", "w1.x.y")])
     assert await presence.workers(["a"]) == {"a": {"w2"}}

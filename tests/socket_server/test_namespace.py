@@ -88,7 +88,7 @@ async def test_a_client_that_leaves_during_the_handshake_leaves_nothing_behind(r
         await client.disconnect()
         # No ghost socket in the hub, none in the manager, and its lease is gone from Redis.
         assert len(hub) == 0
-        assert await runtime.redis.zcard(presence._key(user)) == 0
+        assert await runtime.redis.zcard(presence.key(user)) == 0
 
 
 async def test_redis_failing_during_the_handshake_admits_the_socket_uncounted(runtime, settings):
@@ -102,7 +102,7 @@ async def test_redis_failing_during_the_handshake_admits_the_socket_uncounted(ru
                              auth={"token": mint(settings, sub=user), "lang": "en"}, wait_timeout=10)
         init = await asyncio.wait_for(inits.get(), 10)
         assert init["user_id"] == user and len(hub) == 1
-        assert await runtime.redis.zcard(presence._key(user)) == 0
+        assert await runtime.redis.zcard(presence.key(user)) == 0
         await client.disconnect()
 
 

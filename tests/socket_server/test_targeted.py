@@ -10,8 +10,11 @@ from redis.exceptions import RedisError
 
 from devstack.process import wait_until
 from shared.bus import decode
+from shared.presence import Presence
 from socket_server.manager import TargetedRedisManager
 from socket_server.namespace import NAMESPACE
+
+from ..channels import Channels
 
 
 def worker_of(sock) -> str:
@@ -35,43 +38,6 @@ async def on_other_workers(hub, js, users):
     return socks
 
 
-class Channels:
-    """A raw subscriber of some Redis channels: what each one carried, in order."""
-
-    def __init__(self, runtime, channels: dict[str, str]) -> None:
-        self.redis = runtime.redis
-        self.names = {c.encode(): name for c, name in channels.items()}
-        self.got: dict[str, list[bytes]] = {name: [] for name in channels.values()}
-        self.pubsub = None
-
-    async def __aenter__(self) -> "Channels":
-        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        await self.pubsub.subscribe(*self.names)
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.pubsub.aclose()
-
-    async def until(self, name: str, found, timeout: float = 15) -> None:
-        """Read until channel ``name`` carried a message for which ``found(data)`` is true."""
-        if any(found(data) for data in self.got[name]):
-            return
-        async with asyncio.timeout(timeout):
-            while True:
-                message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-                if message is None:
-                    continue
-                channel = self.names[message["channel"]]
-                self.got[channel].append(message["data"])
-                if channel == name and found(message["data"]):
-                    return
-
-    def items(self, name: str) -> list[tuple[str, str]]:
-        """(recipient, id) of every delivered item the channel carried (heartbeats left out)."""
-        events = [decode(m) for m in self.got[name]]
-        return [(i.recipient, str(i.id)) for e in events if e is not None and hasattr(e, "items") for i in e.items]
-
-
 def bus_channels(hub, workers):
     prefix = hub.settings.channel_prefix
     return {f"{prefix}:bus:{w}": w for w in workers} | {f"{prefix}:events": "shared"}
@@ -89,7 +55,7 @@ async def test_a_worker_gets_only_the_items_of_the_users_it_holds(hub, js, runti
     alice, bob, nobody = hub.new_user("alice"), hub.new_user("bob"), hub.new_user("off")
     a_sock, b_sock = await on_other_workers(hub, js, [alice, bob])
     wa, wb = worker_of(a_sock), worker_of(b_sock)
-    async with Channels(runtime, bus_channels(hub, [wa, wb])) as seen:
+    async with Channels(runtime.redis, bus_channels(hub, [wa, wb])) as seen:
         _, both = await hub.publish([alice, nobody, bob], "post.liked")
         ids = {n["recipient"]: n["id"] for n in both["notifications"]}
         _, only = await hub.publish([alice], "user.followed")
@@ -112,7 +78,7 @@ async def test_read_state_changes_go_to_the_workers_of_their_user(hub, js, runti
     await hub.publish([alice, bob], "post.liked")
     await a_sock.wait_for("notification")
     await b_sock.wait_for("notification")
-    async with Channels(runtime, bus_channels(hub, [wa, wb])) as seen:
+    async with Channels(runtime.redis, bus_channels(hub, [wa, wb])) as seen:
         assert (await a_sock.emit_ack("mark_all_read", {}))["ok"] is True
         await seen.until(wa, lambda data: orjson.loads(data)["kind"] == "read")
         _, fence = await hub.publish([bob], "user.followed")
@@ -168,7 +134,7 @@ async def test_a_targeted_emit_to_a_user_reaches_only_the_worker_holding_it(hub,
     channel = f"{prefix}:socketio"
     # As another process would: a write-only manager, no server of its own.
     manager = TargetedRedisManager(hub.settings.redis_url, channel=channel, prefix=prefix, write_only=True)
-    async with Channels(runtime, {channel: "shared", f"{channel}:{wa}": wa, f"{channel}:{wb}": wb}) as seen:
+    async with Channels(runtime.redis, {channel: "shared", f"{channel}:{wa}": wa, f"{channel}:{wb}": wb}) as seen:
         try:
             await manager.emit("announcement", {"to": alice}, room=f"user:{alice}", namespace=NAMESPACE)
             await manager.emit("announcement", {"to": bob}, room=f"user:{bob}", namespace=NAMESPACE)
@@ -190,7 +156,7 @@ async def test_after_redis_restarts_empty_leases_are_back_and_delivery_is_live(h
     user = hub.new_user("restart")
     [sock] = await on_other_workers(hub, js, [user])
     worker = worker_of(sock)
-    key = f"{hub.settings.channel_prefix}:presence:{user}"
+    key = Presence(redis=runtime.redis, prefix=hub.settings.channel_prefix).key(user)
     client = sync_redis.Redis.from_url(hub.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
 
     def leased() -> bool:
@@ -204,7 +170,7 @@ async def test_after_redis_restarts_empty_leases_are_back_and_delivery_is_live(h
         await asyncio.to_thread(stack.start_redis)
         # Back empty; the worker notices its lost subscription, subscribes again and writes its leases.
         await asyncio.to_thread(wait_until, leased, 30, "the worker to write its socket's lease again")
-        async with Channels(runtime, bus_channels(hub, [worker])) as seen:
+        async with Channels(runtime.redis, bus_channels(hub, [worker])) as seen:
             _, body = await hub.publish([user], "post.liked")
             note_id = body["notifications"][0]["id"]
             # Announced to the worker (not found later by its position check): live.
