@@ -33,6 +33,9 @@ environment (all optional):
   NOTIHUB_SOCKET_WORKERS     number of socket workers (default 2)
   NOTIHUB_SOCKET_BASE_PORT   worker i listens on base+i (default 8200)
   NOTIHUB_REDIS_PORT         local Redis (default 6390)
+  NOTIHUB_REDIS_MODE=cluster a local Redis Cluster instead: 3 masters and 3 replicas on
+                             NOTIHUB_REDIS_PORT..+5, cluster bus on
+                             NOTIHUB_REDIS_CLUSTER_BUS_PORT..+5 (default: each port + 10000)
   NOTIHUB_MONGO_BASE_PORT    local replica set on base..base+2 (default 27117)
   NOTIHUB_MONGO_DELAYED_SECS make member 2 a delayed, non-voting secondary
   NOTIHUB_KAFKA_PORT         local Kafka broker (default 9092)

@@ -13,7 +13,7 @@ from devstack.process import ManagedProcess, wait_until
 log = logging.getLogger(__name__)
 
 
-def _ping(port: int) -> bool:
+def answers_ping(port: int) -> bool:
     """Return True when the Redis server on port answers PING (raw protocol, stdlib only)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
@@ -69,11 +69,11 @@ class RedisServer:
         """Start redis-server and wait until it answers PING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process.start()
-        wait_until(lambda: _ping(self.port), timeout, f"redis PING on port {self.port}", process=self.process)
+        wait_until(lambda: answers_ping(self.port), timeout, f"redis PING on port {self.port}", process=self.process)
 
     def ping(self) -> bool:
         """Return True when the server answers PING."""
-        return _ping(self.port)
+        return answers_ping(self.port)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop redis-server."""

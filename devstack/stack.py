@@ -15,6 +15,8 @@ from devstack.mongo import MongoReplicaSet
 from devstack.nginx import Nginx
 from devstack.ports import port_accepts
 from devstack.process import ManagedProcess
+from devstack.redis_cluster import NODES as CLUSTER_NODES
+from devstack.redis_cluster import RedisCluster
 from devstack.redis_server import RedisServer
 
 log = logging.getLogger(__name__)
@@ -92,10 +94,24 @@ class Stack:
         # URL (NOTIHUB_*_URL, NOTIHUB_KAFKA_BOOTSTRAP) is someone else's: it is neither started
         # nor stopped here.
         self.redis: RedisServer | None = None
+        self.redis_cluster: RedisCluster | None = None
         self.mongo: MongoReplicaSet | None = None
         self.kafka: KafkaBroker | None = None
         self.services: list[Service] = []
-        if not env.get("NOTIHUB_REDIS_URL"):
+        redis_mode = (env.get("NOTIHUB_REDIS_MODE") or "standalone").strip().lower()
+        if redis_mode not in ("standalone", "cluster"):
+            raise ValueError(f"NOTIHUB_REDIS_MODE must be standalone or cluster, got {env.get('NOTIHUB_REDIS_MODE')!r}")
+        if not env.get("NOTIHUB_REDIS_URL") and redis_mode == "cluster":
+            base = _int(env, "NOTIHUB_REDIS_PORT")
+            bus = int(env.get("NOTIHUB_REDIS_CLUSTER_BUS_PORT") or base + 10000)
+            self.redis_cluster = RedisCluster(
+                ports=[base + i for i in range(CLUSTER_NODES)],
+                bus_ports=[bus + i for i in range(CLUSTER_NODES)],
+                data_dir=self.state_dir / "redis-cluster",
+                log_dir=self.log_dir,
+            )
+            self.services.append(self.redis_cluster)
+        elif not env.get("NOTIHUB_REDIS_URL"):
             self.redis = RedisServer(
                 port=_int(env, "NOTIHUB_REDIS_PORT"),
                 data_dir=self.state_dir / "redis",
@@ -179,6 +195,8 @@ class Stack:
     @property
     def redis_url(self) -> str:
         """The Redis URL the application uses."""
+        if self.redis_cluster:
+            return self.redis_cluster.url
         return self.redis.url if self.redis else self.settings["NOTIHUB_REDIS_URL"]
 
     @property
@@ -200,6 +218,10 @@ class Stack:
         ports: dict[int, str] = {}
         if self.redis:
             ports[self.redis.port] = "redis (NOTIHUB_REDIS_PORT)"
+        if self.redis_cluster:
+            for i, (port, bus) in enumerate(zip(self.redis_cluster.ports, self.redis_cluster.bus_ports)):
+                ports[port] = f"redis cluster node {i} (NOTIHUB_REDIS_PORT+{i})"
+                ports[bus] = f"its cluster bus (NOTIHUB_REDIS_CLUSTER_BUS_PORT+{i})"
         if self.mongo:
             ports.update({p: f"mongod-{i} (NOTIHUB_MONGO_BASE_PORT+{i})" for i, p in enumerate(self.mongo.ports)})
         if self.kafka:
@@ -334,6 +356,19 @@ class Stack:
         time.sleep(down_for)  # holding the fault for a fixed time, not waiting for anything
         self.start_redis(timeout)
 
+    def kill_redis_master(self, slot: int, timeout: float = 30.0) -> int:
+        """SIGKILL the cluster master serving hash ``slot``; return its port once a replica took over."""
+        return self._own_cluster().kill_master(slot, timeout)
+
+    def start_redis_node(self, port: int, timeout: float = 30.0) -> None:
+        """Start a killed cluster node again; it rejoins as a replica."""
+        self._own_cluster().start_node(port, timeout)
+
+    def _own_cluster(self) -> RedisCluster:
+        if self.redis_cluster is None:
+            raise RuntimeError("this stack runs no Redis Cluster (NOTIHUB_REDIS_MODE=cluster)")
+        return self.redis_cluster
+
     def _own_redis(self) -> RedisServer:
         if self.redis is None:
             raise RuntimeError("Redis is given by NOTIHUB_REDIS_URL: this stack does not run it")
@@ -389,6 +424,8 @@ class Stack:
         procs: list[ManagedProcess] = []
         if self.redis:
             procs.append(self.redis.process)
+        if self.redis_cluster:
+            procs.extend(self.redis_cluster.processes)
         if self.mongo:
             procs.extend(self.mongo.members)
         if self.kafka:
