@@ -13,6 +13,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from devstack.ports import free_port_run
+from devstack.redis_cluster import NODES as CLUSTER_NODES
 from devstack.stack import Stack
 from shared.kafka import EVENTS_TOPIC
 from shared.runtime import Runtime, open_runtime
@@ -34,9 +35,9 @@ def pytest_configure(config: pytest.Config) -> None:
         del os.environ[key]
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    env = {
+def stack_env() -> dict[str, str]:
+    """The settings of a test stack, on free ports."""
+    return {
         "NOTIHUB_PUBLIC_PORT": str(free_port_run(1)),
         "NOTIHUB_API_PORT": str(free_port_run(1)),
         "NOTIHUB_SOCKET_BASE_PORT": str(free_port_run(2)),
@@ -60,12 +61,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "NOTIHUB_INGEST_WORKERS": "1",
         "NOTIHUB_INGEST_BASE_PORT": str(free_port_run(3)),
     }
-    stack = Stack(state_dir=tmp_path_factory.mktemp("stack"), env=env)
-    try:
-        stack.start()
+
+
+@pytest.fixture(scope="session")
+def session_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(state_dir=tmp_path_factory.mktemp("stack"), env=stack_env()) as stack:
         yield stack
-    finally:
-        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(session_stack: Stack) -> Stack:
+    """The stack the tests run against (tests/cluster: the cluster stack)."""
+    return session_stack
 
 
 @pytest.fixture(scope="session")
@@ -142,6 +149,42 @@ class Hub:
 @pytest.fixture(scope="session")
 def hub(stack: Stack, settings: Settings, http: aiohttp.ClientSession) -> Hub:
     return Hub(stack, settings, http)
+
+
+# -- the same hub on a Redis Cluster (tests/cluster, and its faults in tests/faults) -------------
+
+@pytest.fixture(scope="session")
+def cluster_stack(session_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack on a Redis Cluster (three masters, three replicas) that shares the session stack's
+    MongoDB replica set, in a database of its own, and runs without Kafka (ingest reaches Redis
+    only through the service the API uses too)."""
+    ports = free_port_run(2 * CLUSTER_NODES)
+    env = stack_env() | {
+        "NOTIHUB_REDIS_MODE": "cluster",
+        "NOTIHUB_REDIS_PORT": str(ports),
+        "NOTIHUB_REDIS_CLUSTER_BUS_PORT": str(ports + CLUSTER_NODES),
+        "NOTIHUB_MONGO_URL": session_stack.mongo_url,
+        "NOTIHUB_MONGO_DB": "notihub_cluster",
+        "NOTIHUB_KAFKA": "off",
+    }
+    with Stack(state_dir=tmp_path_factory.mktemp("cluster-stack"), env=env) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def cluster_settings(cluster_stack: Stack) -> Settings:
+    return Settings.from_env(cluster_stack.child_env())
+
+
+@pytest.fixture(scope="session")
+async def cluster_runtime(cluster_settings: Settings) -> AsyncIterator[Runtime]:
+    async with open_runtime(cluster_settings, app_name="notihub-cluster-tests") as rt:
+        yield rt
+
+
+@pytest.fixture(scope="session")
+def cluster_hub(cluster_stack: Stack, cluster_settings: Settings, http: aiohttp.ClientSession) -> Hub:
+    return Hub(cluster_stack, cluster_settings, http)
 
 
 def make_event(type_: str, *, actor: str = "actor-1", actor_name: str = "Kim", **fields) -> dict:

@@ -278,11 +278,12 @@ class SentEvent:
 
 
 class KafkaProducer(PacedProducer):
-    """notification.requested events at a fixed rate, acks=all, each retried until acknowledged."""
+    """notification.requested events at a fixed rate, acks=all, each retried until acknowledged;
+    none at all on a stack without Kafka (bootstrap None)."""
 
     name = "kafka-producer"
 
-    def __init__(self, *, bootstrap: str, users: list[str], rate: float, deadline_s: float) -> None:
+    def __init__(self, *, bootstrap: str | None, users: list[str], rate: float, deadline_s: float) -> None:
         super().__init__(users=users, rate=rate, deadline_s=deadline_s)
         self.bootstrap = bootstrap
         self.events: list[SentEvent] = []
@@ -291,7 +292,13 @@ class KafkaProducer(PacedProducer):
     def _send_one(self, n: int, user: str) -> Awaitable[object]:
         return self._send(n, user)
 
+    def start(self) -> None:
+        if self.bootstrap is not None:
+            super().start()
+
     async def __aenter__(self) -> "KafkaProducer":
+        if self.bootstrap is None:
+            return self
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", request_timeout_ms=5000,
                                           retry_backoff_ms=200, client_id="notihub-faults")
         await self._producer.start()
@@ -488,6 +495,27 @@ class Outcome:
     # Producer latency after the fault, per second: (second, p50, requests, retried), to explain a slow recovery.
     latency_after: list[tuple[int, float | None, int, int]] = dataclasses.field(default_factory=list)
     duplicates_by_tab: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def problems(self, profile: Profile) -> list[str]:
+        """What went wrong for clients or producers (empty: the fault was survived)."""
+        problems = []
+        if self.lost or self.duplicates or self.foreign:
+            problems.append(f"{self.lost} lost and {self.duplicates} duplicate pairs of {self.pairs}"
+                            f" ({self.foreign} foreign), e.g. {self.examples}")
+        if self.not_back:
+            problems.append(f"{self.not_back} of {self.tabs} tabs never came back")
+        if self.recovered_after is None or self.recovered_after > profile.recovery_s:
+            problems.append(f"the producer's latency was not back to its level before the fault "
+                            f"(p50 {(self.baseline_p50 or 0) * 1000:.0f} ms, back below "
+                            f"{self.recovery_threshold * 1000:.0f} ms) within {profile.recovery_s} s; after the fault, "
+                            f"per second (p50 ms, requests, retried): "
+                            + ", ".join(f"{s}s: {'-' if m is None else round(m * 1000)}/{n}/{r}"
+                                        for s, m, n, r in self.latency_after))
+        if self.http_failed or self.kafka_failed or self.kafka_unstored or self.stored_twice:
+            problems.append(f"{self.http_failed} HTTP requests failed, {self.kafka_failed} events never "
+                            f"acknowledged, {self.kafka_unstored} acknowledged but never stored, "
+                            f"{self.stored_twice} stored twice")
+        return problems
 
     def row(self) -> list[str]:
         def s(x: float | None, unit: str = " s") -> str:

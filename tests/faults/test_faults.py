@@ -142,23 +142,7 @@ async def test_no_tab_loses_or_repeats_a_notification(fault, stack, hub, runtime
     fault_report.add(outcome)
     print("\n" + " | ".join(outcome.row()))
 
-    problems = []
-    if outcome.lost or outcome.duplicates or outcome.foreign:
-        problems.append(f"{outcome.lost} lost and {outcome.duplicates} duplicate pairs of {outcome.pairs}"
-                        f" ({outcome.foreign} foreign), e.g. {outcome.examples}")
-    if outcome.not_back:
-        problems.append(f"{outcome.not_back} of {outcome.tabs} tabs never came back")
-    if outcome.recovered_after is None or outcome.recovered_after > PROFILE.recovery_s:
-        problems.append(f"the producer's latency was not back to its level before the fault "
-                        f"(p50 {(outcome.baseline_p50 or 0) * 1000:.0f} ms, back below "
-                        f"{outcome.recovery_threshold * 1000:.0f} ms) within {PROFILE.recovery_s} s; after the fault, "
-                        f"per second (p50 ms, requests, retried): "
-                        + ", ".join(f"{s}s: {'-' if m is None else round(m * 1000)}/{n}/{r}"
-                                    for s, m, n, r in outcome.latency_after))
-    if outcome.http_failed or outcome.kafka_failed or outcome.kafka_unstored or outcome.stored_twice:
-        problems.append(f"{outcome.http_failed} HTTP requests failed, {outcome.kafka_failed} events never "
-                        f"acknowledged, {outcome.kafka_unstored} acknowledged but never stored, "
-                        f"{outcome.stored_twice} stored twice")
+    problems = outcome.problems(PROFILE)
     if fault.inject is _drop_every_transport and (outcome.caught_up_after is None
                                                   or outcome.caught_up_after > PROFILE.caught_up_s):
         problems.append(f"not every tab had caught up within {PROFILE.caught_up_s} s: {outcome.caught_up_after}")
