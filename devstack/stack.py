@@ -63,6 +63,16 @@ def _int(env: Mapping[str, str], key: str) -> int:
         raise ValueError(f"{key} must be an integer, got {raw!r}") from None
 
 
+def _mongo_parameters(env: Mapping[str, str]) -> dict[str, str]:
+    parameters = {}
+    if env.get("NOTIHUB_MONGO_TTL_MONITOR_SECS"):
+        parameters["ttlMonitorSleepSecs"] = env["NOTIHUB_MONGO_TTL_MONITOR_SECS"]
+    if env.get("NOTIHUB_MONGO_FAIL_POINTS") == "1":
+        # configureFailPoint, so that tests can make the real server refuse a command.
+        parameters["enableTestCommands"] = "1"
+    return parameters
+
+
 class Stack:
     """Redis, MongoDB, Kafka, the API, the socket and ingest workers and nginx, started and stopped together."""
 
@@ -125,8 +135,7 @@ class Stack:
                 data_dir=self.state_dir / "mongo",
                 delayed_secs=int(delayed) if delayed else None,
                 log_dir=self.log_dir,
-                parameters=({"ttlMonitorSleepSecs": env["NOTIHUB_MONGO_TTL_MONITOR_SECS"]}
-                            if env.get("NOTIHUB_MONGO_TTL_MONITOR_SECS") else None),
+                parameters=_mongo_parameters(env),
             )
             self.services.append(self.mongo)
         if not env.get("NOTIHUB_KAFKA_BOOTSTRAP") and not self.kafka_off:

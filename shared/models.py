@@ -144,7 +144,8 @@ class Published:
     """The outcome of publishing a draft."""
 
     created: bool
-    notifications: list[tuple[str, str]]  # (id, recipient)
+    notifications: list[tuple[str, str]]  # (id, recipient); empty unless asked for
+    count: int = 0  # how many notifications the request has stored (in all, for a repeat)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

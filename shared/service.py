@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 
 import orjson
@@ -30,6 +31,9 @@ logger = logging.getLogger(__name__)
 # Recipients are resolved, filtered, stored and announced this many at a time, so a topic
 # of any size is handled in bounded memory.
 BATCH = 1000
+# Batches of one request queued at the group writer at once: its commits follow each other
+# without waiting for the next batch to be read and built, and memory stays bounded.
+PIPELINE = 3
 
 
 def fingerprint(payload: object) -> str:
@@ -77,8 +81,9 @@ class NotificationService:
 
         A repeat (same idempotency key or event id) stores nothing twice and announces again
         whatever an earlier attempt stored, so a producer's retry after a failure in between
-        always ends with everything stored announced. With ``report=False`` the answer lists
-        only what this call stored (no extra read).
+        always ends with everything stored announced. With ``report=False`` the answer gives only
+        how many notifications there are, and nothing of any size is held in memory: a topic of
+        any audience streams through in batches.
         """
         repeat = False
         # A fingerprint asks for a claim: the first request under a key is recorded, so that a
@@ -97,49 +102,70 @@ class NotificationService:
                 if done:
                     # Finished before: store nothing, even for a topic's new subscribers; announce
                     # again what was stored (workers skip what their sockets already have).
-                    stored = await self._announce_again(draft.source)
-                    return Published(created=False, notifications=[(str(n.id), n.recipient) for n in stored]
-                                     if report else [])
-        result: list[tuple[str, str]] = []
-        stored_any = False
-        async for batch in self._audience(draft):
-            now = utcnow()
-            # One request's notifications share their content objects: the bus sends it once.
-            notifications = [
-                Notification(id=new_id(now), type=draft.type, recipient=recipient, actor=draft.actor,
-                             created_at=now, title=draft.title, body=draft.body, url=draft.url,
-                             params=draft.params, data=draft.data, source=draft.source)
-                for recipient in batch
-            ]
-            # Filtered by preferences, committed with other requests' notifications, then
-            # announced (see writer.py).
-            new = await self.writer.write(notifications)
-            stored_any = stored_any or bool(new)
-            result.extend((str(s.notification.id), s.notification.recipient) for s in new)
-        if draft.source is not None and (repeat or not stored_any):
+                    count, listed = await self._announce_again(draft.source, report=report)
+                    return Published(created=False, notifications=listed, count=count)
+        listed: list[tuple[str, str]] = []
+        count = 0
+        async for new in self._store_audience(draft):
+            count += len(new)
+            if report:
+                listed.extend((str(s.notification.id), s.notification.recipient) for s in new)
+        if draft.source is not None and (repeat or not count):
             # A repeat of an attempt that stored part or all of it before failing: what that
             # attempt stored may never have been announced.
-            stored = await self._announce_again(draft.source)
-            if report:
-                result = [(str(n.id), n.recipient) for n in stored]
+            count, listed = await self._announce_again(draft.source, report=report)
         elif draft.source is not None and report and not claimed:
             # An event delivered again after a crash midway: report all that its id stored.
-            result = [(str(n.id), n.recipient) for n in await self.store.by_source(draft.source)]
+            listed = [(str(n.id), n.recipient) for n in await self.store.by_source(draft.source)]
+            count = len(listed)
         if claimed:
             await self.idempotency.complete(draft.source)
-        return Published(created=not repeat, notifications=result)
+        return Published(created=not repeat, notifications=listed, count=count)
 
-    async def _announce_again(self, source: str) -> list[Notification]:
-        """Announce again everything stored under ``source``, with the recipients' current badges."""
-        notifications = await self.store.by_source(source)
-        if notifications:
+    async def _store_audience(self, draft: Draft) -> AsyncIterator[list[Stored]]:
+        """The new notifications of each batch of the audience, in audience order, once committed.
+
+        Up to PIPELINE batches wait at the group writer at once. Should one fail, the others are
+        withdrawn: what was committed stays (and is announced), the request fails, and the
+        producer's retry stores the rest and nothing twice."""
+        pending: deque[asyncio.Task[list[Stored]]] = deque()
+        try:
+            async for batch in self._audience(draft):
+                now = utcnow()
+                # One request's notifications share their content objects: the bus sends it once.
+                notifications = [
+                    Notification(id=new_id(now), type=draft.type, recipient=recipient, actor=draft.actor,
+                                 created_at=now, title=draft.title, body=draft.body, url=draft.url,
+                                 params=draft.params, data=draft.data, source=draft.source)
+                    for recipient in batch
+                ]
+                # Filtered by preferences, committed with other requests' notifications, then
+                # announced (see writer.py).
+                pending.append(asyncio.create_task(self.writer.write(notifications)))
+                if len(pending) >= PIPELINE:
+                    yield await pending.popleft()
+            while pending:
+                yield await pending.popleft()
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _announce_again(self, source: str, *, report: bool) -> tuple[int, list[tuple[str, str]]]:
+        """Announce again everything stored under ``source``, with the recipients' current badges;
+        how many there are, and (with ``report``) their ids and recipients, oldest first."""
+        count = 0
+        listed: list[tuple[str, str]] = []
+        async for notifications in self.store.by_source_batches(source):
             inboxes = await self.store.inboxes(list({n.recipient for n in notifications}))
             # Position 0 is below any socket's: a worker sends it only to a socket that has not
             # seen it, which it finds by a replay from MongoDB (see socket_server/hub.py).
-            stored = [Stored(n, seq=0, unread=inboxes[n.recipient].unread, ver=inboxes[n.recipient].ver)
-                      for n in notifications]
-            await self.bus.announce(stored)
-        return notifications
+            await self.bus.announce([Stored(n, seq=0, unread=inboxes[n.recipient].unread, ver=inboxes[n.recipient].ver)
+                                     for n in notifications])
+            count += len(notifications)
+            if report:
+                listed.extend((str(n.id), n.recipient) for n in notifications)
+        return count, sorted(listed)
 
     async def _after_commit(self, stored: Sequence[Stored]) -> None:
         # The per-user cap is kept off the hot path: trimmed after the commit, by one task.

@@ -2,9 +2,17 @@
 
 One writing task per process takes everything queued since its last commit and commits it
 as one batch (one majority transaction for many requests, preferences read with the inboxes),
-then announces the batch on the bus (one message for many notifications, each content once). A request waits only for the commit
-it is part of; while a commit is in flight the next batch gathers, so batches grow with load
-and cost nothing when idle.
+then hands the batch to the announcing task, which publishes it on the bus (one message for
+many notifications, each content once) while the next commit is already under way. A request
+waits only for the commit it is part of; while a commit is in flight the next batch gathers, so
+batches grow with load and cost nothing when idle.
+
+Invariants:
+
+1. Batches are announced in commit order (one announcing task, a FIFO): a worker gets a
+   user's notifications in position order, as MongoDB gave the positions.
+2. At most ANNOUNCE_BACKLOG committed batches wait for their announcement; past that the next
+   commit waits, so a slow Redis slows writers down instead of holding batches in memory.
 
 Failure behaviour: a commit that fails fails every request in its batch (each answers 503 and
 its producer retries, with the same idempotency key). A publish that fails after the commit
@@ -36,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 AfterCommit = Callable[[Sequence[Stored]], Awaitable[None]]
 
+# Committed batches waiting for their announcement (invariant 2).
+ANNOUNCE_BACKLOG = 4
+
 
 class GroupWriter:
     """Commits queued notifications in batches and announces them."""
@@ -49,6 +60,8 @@ class GroupWriter:
         self._queue: deque[tuple[Sequence[Notification], asyncio.Future[list[Stored]]]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._alone = 0
+        self._announcements: asyncio.Queue[Sequence[Stored]] = asyncio.Queue(ANNOUNCE_BACKLOG)
+        self._announcer: asyncio.Task[None] | None = None
 
     async def write(self, notifications: Sequence[Notification]) -> list[Stored]:
         """Commit notifications (with others queued meanwhile); what was new, as stored."""
@@ -100,14 +113,21 @@ class GroupWriter:
                 start += len(notifications)
                 if not future.done():
                     future.set_result(own)
-            await self._announce(stored)
+            if stored:
+                await self._announcements.put(stored)
+                if self._announcer is None or self._announcer.done():
+                    self._announcer = asyncio.create_task(self._announce())
 
-    async def _announce(self, stored: Sequence[Stored]) -> None:
-        if not stored:
-            return
-        await self._bus.announce(stored)
-        if self._after_commit is not None:
+    async def _announce(self) -> None:
+        while not self._announcements.empty():
+            stored = self._announcements.get_nowait()
             try:
-                await self._after_commit(stored)
+                await self._bus.announce(stored)
             except Exception:
-                logger.exception("after-commit work failed")
+                # Never raised by design; whatever it was, the batch is found in MongoDB.
+                logger.exception("announcing a committed batch failed")
+            if self._after_commit is not None:
+                try:
+                    await self._after_commit(stored)
+                except Exception:
+                    logger.exception("after-commit work failed")

@@ -27,6 +27,8 @@ SERVICE_KEY = "test-suite-service-key"
 # The delayed member lags this long behind the primary, long enough to prove that a read
 # from a secondary right after a write misses it.
 SECONDARY_DELAY = 30
+# The MongoDB client name of the tests' own runtime (a fail point can be aimed at it alone).
+TEST_APP_NAME = "notihub-tests"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,6 +49,8 @@ def stack_env() -> dict[str, str]:
         "NOTIHUB_MONGO_DELAYED_SECS": str(SECONDARY_DELAY),
         # MongoDB's TTL monitor wakes every second instead of every minute (retention tests).
         "NOTIHUB_MONGO_TTL_MONITOR_SECS": "1",
+        # Tests may make the real servers refuse a command (configureFailPoint failCommand).
+        "NOTIHUB_MONGO_FAIL_POINTS": "1",
         "NOTIHUB_JWT_SECRET": JWT_SECRET,
         "NOTIHUB_SERVICE_KEYS": f"{SERVICE_KEY},second-key",
         "NOTIHUB_MAX_CONNECTIONS_PER_USER": "8",
@@ -84,7 +88,7 @@ def settings(stack: Stack) -> Settings:
 @pytest.fixture(scope="session")
 async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """Direct access to the same MongoDB and Redis, for checks behind the API's back."""
-    async with open_runtime(settings, app_name="notihub-tests") as rt:
+    async with open_runtime(settings, app_name=TEST_APP_NAME) as rt:
         yield rt
 
 

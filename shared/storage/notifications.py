@@ -415,14 +415,18 @@ class NotificationStore:
 
     async def by_source(self, source: str) -> list[Notification]:
         """What was stored for one idempotency source, oldest first."""
-        found: list[Notification] = []
+        found = [n async for batch in self.by_source_batches(source) for n in batch]
+        return sorted(found, key=lambda n: n.id)
+
+    async def by_source_batches(self, source: str) -> AsyncIterator[list[Notification]]:
+        """What was stored for one idempotency source, COMMIT_BATCH at a time (in recipient
+        order), holding one batch in memory whatever the audience."""
         pairs = self._sources.find({"source": source}, {"recipient": 1})
         async for chunk in _chunks(pairs, COMMIT_BATCH):
             # By recipient and id: each read goes to the shards that own these recipients.
             query = {"recipient": {"$in": list({doc["recipient"] for doc in chunk})},
                      "_id": {"$in": [doc["_id"] for doc in chunk]}}
-            found += [Notification.from_document(doc) async for doc in self._coll.find(query)]
-        return sorted(found, key=lambda n: n.id)
+            yield [Notification.from_document(doc) async for doc in self._coll.find(query)]
 
     async def page(
         self, recipient: str, *, before: ObjectId | None, limit: int, unread_only: bool,

@@ -4,11 +4,14 @@ import asyncio
 import uuid
 
 import orjson
-
+import pytest
 from bson.errors import InvalidDocument
+from pymongo.errors import OperationFailure
 
 from shared.models import Draft
 from shared.presence import Presence
+
+from ..conftest import TEST_APP_NAME
 
 
 def user():
@@ -73,3 +76,27 @@ async def test_a_repeat_announces_again_what_an_earlier_attempt_stored(runtime):
     [[_, rcpt, id_, seq, unread, _]] = body["items"]
     # Position 0: workers send it only to a socket that lacks it (found by a replay).
     assert (rcpt, id_, seq, unread) == (recipient, first.notifications[0][0], 0, 1)
+
+
+async def test_a_fan_out_whose_batch_fails_midway_fails_and_its_retry_stores_each_once(runtime):
+    """Batches of one request wait at the writer together (service.PIPELINE): when MongoDB
+    refuses one, the request fails, what committed stays, and the producer's retry under the
+    same key stores the rest, each recipient once."""
+    users = [user() for _ in range(3500)]  # four batches
+    draft = Draft(type="post.liked", recipients=tuple(users), source=f"key:{uuid.uuid4().hex}", fingerprint="f")
+    # The real server takes the idempotency claim and the first batch (its source pairs and its
+    # notifications: three inserts), then refuses every insert of this test's client.
+    await runtime.mongo.admin.command({
+        "configureFailPoint": "failCommand", "mode": {"skip": 3},
+        "data": {"failCommands": ["insert"], "errorCode": 2, "appName": TEST_APP_NAME}})
+    try:
+        with pytest.raises(OperationFailure):
+            await runtime.service.publish(draft, report=False)
+    finally:
+        await runtime.mongo.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    assert await runtime.db["notification_sources"].count_documents({"source": draft.source}) == 1000
+    again = await runtime.service.publish(draft, report=False)
+    assert again.count == len(users)
+    stored = runtime.db["notification_sources"].find({"source": draft.source}, {"recipient": 1})
+    recipients = [doc["recipient"] async for doc in stored]
+    assert sorted(recipients) == sorted(users)
