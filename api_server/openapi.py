@@ -17,13 +17,14 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class Param:
-    """A query parameter."""
+    """A query (or header) parameter."""
 
     name: str
     type: str
     description: str
     minimum: int | None = None
     maximum: int | None = None
+    where: str = "query"
 
     def to_dict(self) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": self.type}
@@ -31,7 +32,7 @@ class Param:
             schema["minimum"] = self.minimum
         if self.maximum is not None:
             schema["maximum"] = self.maximum
-        return {"name": self.name, "in": "query", "required": False, "description": self.description, "schema": schema}
+        return {"name": self.name, "in": self.where, "required": False, "description": self.description, "schema": schema}
 
 
 _RATE_HEADERS = {
@@ -59,7 +60,7 @@ def build(endpoints: "tuple[Endpoint, ...]") -> dict[str, Any]:
     error = {"description": "error", "content": {"application/json": {"schema": _ref(ErrorOut)}}}
     for e in endpoints:
         op: dict[str, Any] = {"summary": e.summary, "operationId": e.handler.__name__, "tags": [e.tag]}
-        params = [p.to_dict() for p in e.query]
+        params = [p.to_dict() for p in (*e.query, *e.headers)]
         for name in re.findall(r"{(\w+)}", e.path):
             params.append({"name": name, "in": "path", "required": True, "schema": {"type": "string"}})
         if params:

@@ -20,9 +20,9 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def json_response(value: Any, *, status: int = 200) -> web.Response:
+def json_response(value: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """A JSON answer (orjson)."""
-    return web.json_response(value, status=status, dumps=_dumps)
+    return web.json_response(value, status=status, headers=headers, dumps=_dumps)
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:

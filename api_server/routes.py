@@ -12,8 +12,8 @@ from shared import web as shared_web
 from . import openapi, views
 from .respond import Handler, only_query
 from .static_files import setup_static
-from .schemas import (EventAccepted, EventIn, HealthOut, IdsIn, PageOut, PreferencesIn, PreferencesOut, PublishIn,
-                      PublishOut, SubscribersOut, UnreadCountOut)
+from .schemas import (EventAccepted, EventIn, HealthOut, IdsIn, PageOut, PreferencesIn, PreferencesOut, PublishAnswer,
+                      PublishIn, SubscribersOut, UnreadCountOut)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Endpoint:
     body: type[BaseModel] | None = None
     responses: dict[int, type[BaseModel] | None] = dataclasses.field(default_factory=dict)
     query: tuple[openapi.Param, ...] = ()
+    headers: tuple[openapi.Param, ...] = ()
     tag: str = "notifications"
     conflicts: bool = False  # may answer 409
 
@@ -40,7 +41,10 @@ _PAGE_QUERY = (
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/v1/notifications", views.publish, "Notify users (producer)", auth="service",
-             body=PublishIn, responses={201: PublishOut, 200: PublishOut}, tag="producer", conflicts=True),
+             body=PublishIn, responses={201: PublishAnswer, 200: PublishAnswer}, tag="producer", conflicts=True,
+             headers=(openapi.Param("Prefer", "string", "return=minimal (RFC 7240): answer only how many notifications "
+                                    "there are ({count}), not one entry per recipient; the answer then carries "
+                                    "Preference-Applied: return=minimal", where="header"),)),
     Endpoint("GET", "/v1/me/notifications", views.list_mine, "The caller's inbox, newest first",
              auth="user", responses={200: PageOut}, query=_PAGE_QUERY),
     Endpoint("GET", "/v1/me/notifications/unread-count", views.unread_count, "The caller's unread count",

@@ -58,6 +58,17 @@ class PublishOut(BaseModel):
     notifications: list[PublishedItem]
 
 
+class PublishCountOut(BaseModel):
+    """The short answer (``Prefer: return=minimal``): how many notifications were stored, or for
+    a repeat, how many the first request stored."""
+
+    count: int
+
+
+class PublishAnswer(RootModel[PublishOut | PublishCountOut]):
+    """One entry per recipient notified, or with ``Prefer: return=minimal`` only their count."""
+
+
 class IdsIn(Strict):
     ids: Annotated[list[NotificationId], Field(min_length=1, max_length=1000)]
 

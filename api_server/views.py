@@ -48,11 +48,25 @@ async def publish(request: web.Request) -> web.Response:
         source=source,
         fingerprint=fingerprint(body.model_dump(exclude={"idempotency_key"})) if source else None,
     )
-    result = await request.app[RUNTIME].service.publish(draft)
-    return json_response(
-        {"notifications": [{"id": i, "recipient": r} for i, r in result.notifications]},
-        status=201 if result.created else 200,
-    )
+    minimal = _prefers_minimal(request)
+    result = await request.app[RUNTIME].service.publish(draft, report=not minimal)
+    status = 201 if result.created else 200
+    if minimal:
+        # A topic of any audience: nothing listed, nothing held (RFC 7240).
+        return json_response({"count": result.count}, status=status, headers={"Preference-Applied": "return=minimal"})
+    return json_response({"notifications": [{"id": i, "recipient": r} for i, r in result.notifications]},
+                         status=status)
+
+
+def _prefers_minimal(request: web.Request) -> bool:
+    """Whether the producer asked for the short answer: ``Prefer: return=minimal`` (RFC 7240;
+    several preferences per header, parameters after ";", any case)."""
+    for header in request.headers.getall("Prefer", ()):
+        for preference in header.split(","):
+            name, _, value = preference.split(";", 1)[0].partition("=")
+            if name.strip().lower() == "return" and value.strip().strip('"').lower() == "minimal":
+                return True
+    return False
 
 
 def _lang(request: web.Request) -> str:

@@ -2,7 +2,10 @@
 import asyncio
 import time
 
+import orjson
 import pytest
+
+from ..conftest import SERVICE_KEY
 
 
 async def test_subscribe_list_unsubscribe(hub):
@@ -90,6 +93,58 @@ async def test_ten_thousand_subscribers(hub, js, runtime, capsys):
     with capsys.disabled():
         print(f"\n10,000-subscriber topic: stored in {stored * 1000:.0f} ms, "
               f"all {len(online)} online followers had it after {delivered * 1000:.0f} ms")
+
+
+async def _minimal(hub, payload, prefer="return=minimal"):
+    """POST /v1/notifications asking for the short answer: (status, body, Preference-Applied)."""
+    async with hub.http.post(f"{hub.url}/v1/notifications", json=payload,
+                             headers={"Authorization": f"Bearer {SERVICE_KEY}", "Prefer": prefer}) as resp:
+        return resp.status, await resp.read(), resp.headers.get("Preference-Applied")
+
+
+async def test_a_hundred_thousand_subscribers_get_it_and_the_answer_is_their_count(hub, js, runtime, capsys):
+    """The answer lists nothing (Prefer: return=minimal), and the fan-out streams in batches: a
+    topic of any audience costs the API the same memory (measured by python -m bench.topic)."""
+    topic = f"followers:{hub.new_user('star')}"
+    users = [f"{topic}-{i:06d}" for i in range(100_000)]
+    for start in range(0, len(users), 20_000):
+        await runtime.db["topic_subscribers"].insert_many([{"topic": topic, "user": u}
+                                                           for u in users[start:start + 20_000]])
+    online = users[::6250]
+    socks = []
+    for i, user in enumerate(online):
+        sock = await hub.connect(js, f"f{i}", user)
+        await sock.wait_for("init")
+        socks.append(sock)
+    started = time.perf_counter()
+    status, body, applied = await _minimal(hub, {"topic": topic, "type": "post.created",
+                                                 "actor": {"id": "s", "name": "Star"}})
+    stored = time.perf_counter() - started
+    assert (status, orjson.loads(body), applied) == (201, {"count": 100_000}, "return=minimal")
+    notes = await asyncio.gather(*(s.wait_for("notification", timeout=60) for s in socks))
+    delivered = time.perf_counter() - started
+    assert [n["recipient"] for n in notes] == online
+    assert await runtime.db["notifications"].count_documents(
+        {"recipient": {"$gte": users[0], "$lte": users[-1]}}) == 100_000
+    with capsys.disabled():
+        print(f"\n100,000-subscriber topic: stored in {stored:.1f} s, "
+              f"all {len(online)} online followers had it after {delivered:.1f} s")
+
+
+async def test_the_short_answer_of_a_repeat_counts_what_the_first_request_stored(hub):
+    topic = f"followers:{hub.new_user()}"
+    users = sorted(hub.new_user() for _ in range(3))
+    for user in users:
+        await hub.request("PUT", f"/v1/topics/{topic}/subscribers/{user}", service=True)
+    payload = {"topic": topic, "type": "post.created", "idempotency_key": hub.new_user("key")}
+    assert await _minimal(hub, payload) == (201, b'{"count":3}', "return=minimal")
+    await hub.request("PUT", f"/v1/topics/{topic}/subscribers/{hub.new_user()}", service=True)
+    assert await _minimal(hub, payload, prefer='respond-async, RETURN="minimal"; x=1') == \
+        (200, b'{"count":3}', "return=minimal")
+    # Without the preference (or with another), the listing of the first request.
+    status, body, applied = await _minimal(hub, payload, prefer="return=representation")
+    assert status == 200 and applied is None
+    assert sorted(n["recipient"] for n in orjson.loads(body)["notifications"]) == users
 
 
 @pytest.mark.parametrize("path", [
