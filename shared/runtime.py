@@ -19,7 +19,7 @@ from .presence import Presence
 from .service import NotificationService
 from .settings import Settings
 from .storage.idempotency import IdempotencyStore
-from .storage.mongo import connect, database, transient
+from .storage.mongo import connect, database, ensure_indexes, transient
 from .storage.notifications import NotificationStore
 from .storage.preferences import PreferenceStore
 from .storage.topics import TopicStore
@@ -82,8 +82,7 @@ async def open_runtime(settings: Settings, *, app_name: str) -> AsyncIterator[Ru
         idempotency = IdempotencyStore(db=db, keep_hours=settings.idempotency_hours)
         topics = TopicStore(db=db)
         preferences = PreferenceStore(db=db)
-        for indexed in (store, idempotency, topics, preferences):
-            await indexed.ensure_indexes()
+        await ensure_indexes((store, idempotency, topics, preferences))
         presence = Presence(redis=redis, prefix=settings.channel_prefix) if settings.bus_targeted else None
         bus = EventBus(redis=redis, prefix=settings.channel_prefix, presence=presence, timeout=settings.redis_timeout)
         service = NotificationService(store=store, idempotency=idempotency, topics=topics,

@@ -1,6 +1,11 @@
 """The MongoDB client: PyMongo's native async API, reading from the primary."""
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Protocol
+
 from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
 from pymongo.asynchronous.database import AsyncDatabase
@@ -8,6 +13,11 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from ..settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Tries of a store's index creation at start-up, a transient failure between two.
+INDEX_ATTEMPTS = 5
 
 
 def connect(settings: Settings, *, app_name: str) -> AsyncMongoClient:
@@ -43,3 +53,22 @@ def transient(exc: PyMongoError) -> bool:
     a deadline), as opposed to an error the same input meets every time."""
     return (isinstance(exc, (ConnectionFailure, ExecutionTimeout, WTimeoutError)) or exc.timeout
             or exc.has_error_label("TransientTransactionError") or exc.has_error_label("RetryableWriteError"))
+
+
+class Indexed(Protocol):
+    async def ensure_indexes(self) -> None: ...
+
+
+async def ensure_indexes(stores: Iterable[Indexed]) -> None:
+    """Every store's indexes (idempotent), each tried again after a transient failure: start-up
+    rides out an election or a connection reset in the middle of an index build."""
+    for store in stores:
+        for attempt in range(1, INDEX_ATTEMPTS + 1):
+            try:
+                await store.ensure_indexes()
+                break
+            except PyMongoError as exc:
+                if not transient(exc) or attempt == INDEX_ATTEMPTS:
+                    raise
+                logger.warning("creating the indexes of %s failed (%s); trying again", type(store).__name__, exc)
+                await asyncio.sleep(0.5 * attempt)  # pacing the tries, not waiting for an event

@@ -17,6 +17,7 @@ from shared.models import Draft, Notification, utcnow
 from shared.service import NotificationService
 from shared.storage import SHARD_KEYS
 from shared.storage.idempotency import IdempotencyStore
+from shared.storage.mongo import ensure_indexes
 from shared.storage.notifications import TTL_BACKSTOP_SECONDS, NotificationStore
 from shared.storage.preferences import PreferenceStore
 from shared.storage.topics import TopicStore
@@ -27,8 +28,7 @@ RETENTION = dt.timedelta(days=7)
 async def make_service(runtime, db, *, retention=RETENTION) -> NotificationService:
     store = NotificationStore(db=db, retention=retention, max_per_user=1000)
     topics, idem, preferences = TopicStore(db=db), IdempotencyStore(db=db, keep_hours=24), PreferenceStore(db=db)
-    for indexed in (store, topics, idem, preferences):
-        await indexed.ensure_indexes()
+    await ensure_indexes((store, topics, idem, preferences))
     return NotificationService(store=store, idempotency=idem, topics=topics, preferences=preferences,
                                bus=EventBus(redis=runtime.redis, prefix=f"shard:{db.name}"))
 
