@@ -26,7 +26,7 @@ from .schemas import IdsIn, PreferencesIn, PublishIn, TopicName, UserId
 
 def _params(data: dict[str, Any] | None) -> dict[str, Any]:
     # Catalogue templates may use any top-level scalar of `data`.
-    return {k: v for k, v in (data or {}).items() if isinstance(v, str | int | float) and not isinstance(v, bool)}
+    return {k: v for k, v in (data or {}).items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
 
 
 async def publish(request: web.Request) -> web.Response:

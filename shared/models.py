@@ -20,7 +20,10 @@ def iso(value: dt.datetime) -> str:
     """ISO 8601 with milliseconds and a Z, as the contract shows."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    elif value.utcoffset():
+        value = value.astimezone(dt.timezone.utc)
+    # isoformat is C code: several times faster than strftime, on every notification sent.
+    return value.isoformat(timespec="milliseconds")[:23] + "Z"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

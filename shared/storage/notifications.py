@@ -268,9 +268,10 @@ class NotificationStore:
                 # The recipient does not want this type, whichever path produced it.
                 stored.append(None)
                 continue
-            id_ = n.id if p.last is None or n.id > p.last else new_id_after(p.last, n.created_at)
-            p.seq, p.last, p.unread, p.total, p.ver = p.seq + 1, id_, p.unread + 1, p.total + 1, p.ver + 1
-            stored.append(Stored(dataclasses.replace(n, id=id_), seq=p.seq, unread=p.unread, ver=p.ver, total=p.total))
+            if p.last is not None and n.id <= p.last:
+                n = dataclasses.replace(n, id=new_id_after(p.last, n.created_at))
+            p.seq, p.last, p.unread, p.total, p.ver = p.seq + 1, n.id, p.unread + 1, p.total + 1, p.ver + 1
+            stored.append(Stored(n, seq=p.seq, unread=p.unread, ver=p.ver, total=p.total))
         new = [s for s in stored if s is not None]
         sourced = [s.notification for s in new if s.notification.source is not None]
         if sourced:
