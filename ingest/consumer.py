@@ -4,7 +4,9 @@ At-least-once and idempotent: an offset is committed only after its event's noti
 stored (or the record is in the dead-letter topic), and the service stores nothing twice for
 one event_id, so a crash, a redelivery or a rebalance notifies nobody twice and loses nothing.
 Records with the same key are handled in order; different keys, in a batch and across
-partitions, proceed concurrently (up to NOTIHUB_INGEST_CONCURRENCY at a time).
+partitions, proceed concurrently (up to NOTIHUB_INGEST_CONCURRENCY at a time). The records of a
+poll that are alone under their key and only notify a list of users (most events) are handled
+together: one group-commit entry for all their notifications, instead of one per event.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from shared.events.handler import EventHandler
-from shared.events.models import InvalidEvent, parse_event
+from shared.events.models import Event, InvalidEvent, parse_event
 from shared.kafka import CONSUMER_GROUP, DLQ_TOPIC, EVENTS_TOPIC
 from shared.runtime import services_fault
 from shared.settings import Settings
@@ -95,13 +97,26 @@ class EventConsumer:
         chains: dict[bytes | None, list[ConsumerRecord]] = defaultdict(list)
         for record in records:
             chains[record.key].append(record)
+        # A record alone under its key whose event only notifies a list of users joins the
+        # batch: their notifications are stored together. Everything else goes one by one.
+        batch: list[tuple[ConsumerRecord, Event]] = []
+        alone: list[list[ConsumerRecord]] = []
+        for items in chains.values():
+            if len(items) == 1:
+                try:
+                    event = parse_event(items[0].value)
+                except InvalidEvent:
+                    event = None  # dead-lettered by _one, with the reason
+                if event is not None and self._handler.batchable(event):
+                    batch.append((items[0], event))
+                    continue
+            alone.append(items)
 
         async def chain(items: list[ConsumerRecord]) -> None:
             for record in items:
-                async with self._slots:
-                    await self._one(record)
+                await self._slotted(record)
 
-        await asyncio.gather(*(chain(items) for items in chains.values()))
+        await asyncio.gather(self._many(batch), *(chain(items) for items in alone))
         # Only now is every record of the batch stored (or dead-lettered): commit past them.
         try:
             await self.consumer.commit({tp: records[-1].offset + 1})
@@ -109,6 +124,32 @@ class EventConsumer:
             # The partition moved to another worker meanwhile; it will see these records again
             # and skip what was already stored.
             logger.warning("could not commit %s@%d after a rebalance", tp, records[-1].offset + 1)
+
+    async def _many(self, batch: list[tuple[ConsumerRecord, Event]]) -> None:
+        """Handle batchable events together; after an error that is not a service's fault (one
+        event MongoDB refuses), each one alone, so that it fails (and is dead-lettered) alone."""
+        if not batch:
+            return
+        backoff = 0.2
+        while True:
+            try:
+                await self._handler.handle_many([event for _, event in batch])
+                for _, event in batch:
+                    metrics.EVENTS.labels(event.type, "handled").inc()
+                return
+            except Exception as exc:
+                if not services_fault(exc):
+                    logger.warning("a batch of %d events failed (%s); handling each alone", len(batch), exc)
+                    await asyncio.gather(*(self._slotted(record) for record, _ in batch))
+                    return
+                metrics.EVENTS.labels("unknown", "retried").inc(len(batch))
+                logger.warning("handling a batch of %d events failed (%s); retrying in %.1fs", len(batch), exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    async def _slotted(self, record: ConsumerRecord) -> None:
+        async with self._slots:
+            await self._one(record)
 
     async def _one(self, record: ConsumerRecord) -> None:
         backoff = 0.2

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Sequence
 
 import orjson
@@ -122,6 +122,33 @@ class NotificationService:
             await self.idempotency.complete(draft.source)
         return Published(created=not repeat, notifications=listed, count=count)
 
+    async def publish_many(self, drafts: Sequence[Draft]) -> int:
+        """Publish drafts of explicit recipients (at most BATCH each), each with its own source and
+        no fingerprint (domain events), as one entry of the group writer; how many notifications
+        were new. Each draft behaves as ``publish(draft, report=False)``: a repeat stores nothing
+        twice, and a draft that stored nothing new announces again what an earlier attempt stored."""
+        notifications: list[Notification] = []
+        for draft in drafts:
+            if draft.topic is not None or draft.source is None or draft.fingerprint is not None \
+                    or len(draft.recipients) > BATCH:
+                raise ValueError("publish_many takes sourced drafts of at most BATCH explicit recipients")
+            notifications += self._drafted(draft, list(dict.fromkeys(draft.recipients)))
+        new = await self.writer.write(notifications)
+        stored = Counter(s.notification.source for s in new)
+        for source in {d.source for d in drafts if not stored[d.source]}:
+            await self._announce_again(source, report=False)
+        return len(new)
+
+    @staticmethod
+    def _drafted(draft: Draft, recipients: Sequence[str]) -> list[Notification]:
+        """The notifications of one batch of a draft's audience; they share their content objects,
+        so that the bus sends the content once."""
+        now = utcnow()
+        return [Notification(id=new_id(now), type=draft.type, recipient=recipient, actor=draft.actor,
+                             created_at=now, title=draft.title, body=draft.body, url=draft.url,
+                             params=draft.params, data=draft.data, source=draft.source)
+                for recipient in recipients]
+
     async def _store_audience(self, draft: Draft) -> AsyncIterator[list[Stored]]:
         """The new notifications of each batch of the audience, in audience order, once committed.
 
@@ -131,16 +158,12 @@ class NotificationService:
         pending: deque[asyncio.Task[list[Stored]]] = deque()
         try:
             async for batch in self._audience(draft):
-                now = utcnow()
-                # One request's notifications share their content objects: the bus sends it once.
-                notifications = [
-                    Notification(id=new_id(now), type=draft.type, recipient=recipient, actor=draft.actor,
-                                 created_at=now, title=draft.title, body=draft.body, url=draft.url,
-                                 params=draft.params, data=draft.data, source=draft.source)
-                    for recipient in batch
-                ]
+                notifications = self._drafted(draft, batch)
                 # Filtered by preferences, committed with other requests' notifications, then
                 # announced (see writer.py).
+                if draft.topic is None and len(draft.recipients) <= BATCH:
+                    yield await self.writer.write(notifications)  # the only batch: no task
+                    continue
                 pending.append(asyncio.create_task(self.writer.write(notifications)))
                 if len(pending) >= PIPELINE:
                     yield await pending.popleft()

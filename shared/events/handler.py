@@ -2,19 +2,23 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from ..models import Actor, Draft, Published
-from ..service import NotificationService
+from ..service import BATCH, NotificationService
 from .models import Event
 from .rules import RULES, notification_type, texts
 
 logger = logging.getLogger(__name__)
 
 
+_SCALARS = (str, int, float)
+
+
 def _scalars(params: dict[str, Any]) -> dict[str, Any]:
     # Catalogue templates take text and numbers only; a missing value leaves its text out.
-    return {k: v for k, v in params.items() if v is not None and isinstance(v, str | int | float)}
+    return {k: v for k, v in params.items() if v is not None and isinstance(v, _SCALARS)}
 
 
 class EventHandler:
@@ -32,11 +36,35 @@ class EventHandler:
                 await self._service.subscribe(change.topic, change.user)
             else:
                 await self._service.unsubscribe(change.topic, change.user)
+        draft = self._draft(event)
+        if draft is None:
+            return None
+        return await self._service.publish(draft, report=False)
+
+    def batchable(self, event: Event) -> bool:
+        """Whether ``event`` only notifies a list of users (no memberships, no topic), as many
+        events can at once (``handle_many``)."""
+        rule = RULES[event.type]
+        if rule.membership(event):
+            return False
+        audience = rule.audience(event)
+        return audience.topic is None and len(audience.recipients) <= BATCH
+
+    async def handle_many(self, events: Sequence[Event]) -> int:
+        """Apply batchable events together: their notifications share one group-commit entry
+        (one transaction per COMMIT_BATCH, one bus message per worker). Idempotent as ``handle``;
+        how many notifications were new."""
+        drafts = [d for d in map(self._draft, events) if d is not None]
+        return await self._service.publish_many(drafts)
+
+    @staticmethod
+    def _draft(event: Event) -> Draft | None:
+        rule = RULES[event.type]
         audience = rule.audience(event)
         if audience.empty:
             return None
         title, body = texts(event)
-        draft = Draft(
+        return Draft(
             type=notification_type(event),
             recipients=audience.recipients,
             topic=audience.topic,
@@ -49,4 +77,3 @@ class EventHandler:
             # Redeliveries of an event store nothing twice: one (source, recipient) each.
             source=f"event:{event.event_id}",
         )
-        return await self._service.publish(draft, report=False)

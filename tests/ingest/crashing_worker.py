@@ -22,12 +22,23 @@ class CrashAfter:
         self._handler = handler
         self._event_id = event_id
 
+    def batchable(self, event) -> bool:
+        return self._handler.batchable(event)
+
     async def handle(self, event):
         result = await self._handler.handle(event)
-        if event.event_id == self._event_id:
-            logger.warning("crashing on purpose after storing %s, before committing", event.event_id)
-            os._exit(70)
+        self._crash_after([event])
         return result
+
+    async def handle_many(self, events):
+        result = await self._handler.handle_many(events)
+        self._crash_after(events)
+        return result
+
+    def _crash_after(self, events) -> None:
+        if any(event.event_id == self._event_id for event in events):
+            logger.warning("crashing on purpose after storing %s, before committing", self._event_id)
+            os._exit(70)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ import pytest
 from devstack.hub import HubProcess
 from devstack.ports import free_port
 from ingest.consumer import UNEXPECTED_ATTEMPTS, EventConsumer
+from shared.events.handler import EventHandler
 from shared.kafka import open_producer
 
+from ..conftest import TEST_APP_NAME
 from .conftest import make_event
 from .crashing_worker import CRASH_AFTER_EVENT
 
@@ -119,6 +121,9 @@ class DefectiveHandler:
         self.handled = asyncio.Queue()
         self.runtime = runtime
 
+    def batchable(self, event) -> bool:
+        return False  # every record one by one, as the defect path is
+
     async def handle(self, event) -> None:
         self.attempts[event.event_id] = self.attempts.get(event.event_id, 0) + 1
         if event.type == "post.liked":
@@ -158,3 +163,36 @@ async def test_a_record_that_meets_a_defect_is_dead_lettered_and_the_partition_g
               "mongodb": b"could not be handled: OperationFailure: no such command: 'notACommand'"}[defect]
     assert headers["notihub.reason"].startswith(reason), headers["notihub.reason"]
     assert headers["notihub.source"] == f"{topic}/0/0".encode()
+
+
+async def test_a_batch_mongodb_refuses_is_handled_event_by_event_and_stores_each_once(stack, settings, dlq, runtime,
+                                                                                     inserts, caplog):
+    """The events of one poll that only notify users are stored together; when MongoDB refuses
+    that batch (an error that is no service's fault), each event is handled alone, so that a bad
+    one would fail alone: here the refusal was once, and every event is stored once."""
+    topic = f"notihub.test.{uuid.uuid4().hex[:8]}"
+    await asyncio.to_thread(stack.kafka.create_topics, {topic: 1})
+    users = [f"batch-{uuid.uuid4().hex[:8]}" for _ in range(6)]
+    batch = [make_event("moderation.penalized", user={"id": u}, reason="spam") for u in users]
+    async with open_producer(settings, client_id="batch-test") as producer, inserts(users) as seen:
+        for event in batch:
+            await producer.send(topic, value=orjson.dumps(event), key=event["event_id"].encode())
+        await producer.flush()
+        # The real server refuses the next insert of the tests' client (the batch's), once.
+        await runtime.mongo.admin.command({
+            "configureFailPoint": "failCommand", "mode": {"times": 1},
+            "data": {"failCommands": ["insert"], "errorCode": 2, "appName": TEST_APP_NAME}})
+        consumer = EventConsumer(settings=settings, handler=EventHandler(service=runtime.service), dlq=producer,
+                                 worker_id="t1", topic=topic, group_id=f"notihub-test-{uuid.uuid4().hex[:8]}")
+        await consumer.start()
+        running = asyncio.create_task(consumer.run())
+        try:
+            await seen.count(len(users))
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            await consumer.stop()
+            await runtime.mongo.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    assert any("handling each alone" in r.getMessage() for r in caplog.records)
+    counts = {u: await runtime.db["notifications"].count_documents({"recipient": u}) for u in users}
+    assert counts == {u: 1 for u in users}
