@@ -26,7 +26,11 @@ notifications and the recipient's inbox document together):
 The transaction reads the inbox documents and writes them back; two transactions that touch
 the same user conflict and one is retried by the driver, which is what serialises a user's
 positions. A user's first notification creates the inbox document (from the notifications
-already stored, for data written before inboxes existed).
+already stored, for data written before inboxes existed). A commit of one user's notifications
+(the rule at low rates) reads and moves that user's counters in one round trip instead of two
+(``_claim``: ``$inc`` by the batch's size, returning the document as it was); when the batch
+turns out otherwise (a type the user disabled, an id that must move past ``last``), the same
+transaction writes the exact positions over it, as for several users.
 
 Sharding: every index and query here works with the collections sharded by ``SHARD_KEYS``
 (``storage/__init__.py``): ``notifications`` by ``{recipient: 1, _id: 1}``, ``inboxes`` and
@@ -260,7 +264,9 @@ class NotificationStore:
         return result
 
     async def _commit(self, session: AsyncClientSession, batch: Sequence[Notification]) -> list[Stored | None]:
-        positions = await self._positions(session, list(dict.fromkeys(n.recipient for n in batch)))
+        users = list(dict.fromkeys(n.recipient for n in batch))
+        claimed = await self._claim(session, users[0], batch) if len(users) == 1 else None
+        positions = {users[0]: claimed[0]} if claimed is not None else await self._positions(session, users)
         stored: list[Stored | None] = []
         for n in batch:
             p = positions[n.recipient]
@@ -282,8 +288,29 @@ class NotificationStore:
         if new:
             await self._coll.insert_many([{**s.notification.to_document(), "seq": s.seq} for s in new],
                                          session=session)
+        if claimed is not None:
+            if positions[users[0]].document() != claimed[1]:
+                await self._save(session, positions)  # the exact positions over the claimed ones
+        elif new:
             await self._save(session, {s.notification.recipient: positions[s.notification.recipient] for s in new})
         return stored
+
+    async def _claim(self, session: AsyncClientSession, user: str,
+                     batch: Sequence[Notification]) -> tuple[_Position, dict[str, Any]] | None:
+        """Move one user's counters as if the whole batch were stored, in the round trip that
+        reads them: the positions before, and the inbox document as it is now. None (nothing
+        written) when the user has no positions yet."""
+        k, newest = len(batch), max(n.id for n in batch)
+        before = await self._inboxes.find_one_and_update(
+            {"_id": user, "seq": {"$exists": True}},
+            {"$inc": {"seq": k, "unread": k, "total": k, "ver": k}, "$max": {"last": newest}},
+            session=session)
+        if before is None:
+            return None
+        p = _Position.from_document(before)
+        now = _Position(seq=p.seq + k, last=newest if p.last is None else max(p.last, newest),
+                        unread=p.unread + k, total=p.total + k, ver=p.ver + k)
+        return p, now.document()
 
     async def _fresh(self, batch: Sequence[Notification]) -> list[tuple[int, Notification]]:
         # One indexed read each, and only for notifications of a request or an event: what a
