@@ -33,15 +33,14 @@ from .targeted import Receiver
 SEED_CHUNK = 20_000
 
 
-def memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of a process, in KiB."""
-    found = {}
+def peak_kib(pid: int) -> int:
+    """VmHWM (peak RSS) of a process, in KiB."""
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
             key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                found[key] = int(value.split()[0])
-    return found
+            if key == "VmHWM":
+                return int(value.split()[0])
+    raise LookupError(f"no VmHWM for process {pid}")
 
 
 async def one_run(stack: Stack, settings: Settings, http: aiohttp.ClientSession, runtime, *, size: int,
@@ -58,7 +57,7 @@ async def one_run(stack: Stack, settings: Settings, http: aiohttp.ClientSession,
     for r in receivers:
         r.expect(1)
     pid = stack.api.process.pid
-    before = memory_kib(pid)
+    before = peak_kib(pid)
     started = time.perf_counter()
     async with http.post(f"{stack.public_url}/v1/notifications",
                          json={"topic": topic, "type": "post.created", "actor": {"id": "star", "name": "Star"},
@@ -69,18 +68,17 @@ async def one_run(stack: Stack, settings: Settings, http: aiohttp.ClientSession,
     answered = time.perf_counter() - started
     await asyncio.gather(*(asyncio.wait_for(r.done.wait(), 120) for r in receivers))
     delivered = time.perf_counter() - started
-    after = memory_kib(pid)
+    after = peak_kib(pid)
     stored = await runtime.db["notifications"].count_documents({"recipient": {"$in": users[::step][:online]}})
     await asyncio.gather(*(r.client.disconnect() for r in receivers))
     if status != 201 or stored != len(receivers):
         raise RuntimeError(f"topic of {size}: status {status}, {stored} of {len(receivers)} online subscribers stored")
-    return {"size": size, "answered": answered, "delivered": delivered, "answer_bytes": len(body),
-            "peak_growth_mib": (after["VmHWM"] - before["VmHWM"]) / 1024, "rss_mib": after["VmRSS"] / 1024}
+    return {"answered": answered, "delivered": delivered, "answer_bytes": len(body),
+            "peak_growth_mib": (after - before) / 1024}
 
 
-async def measure(stack: Stack, settings: Settings, *, sizes: list[int], online: int, rounds: int) -> list[dict]:
+async def measure(stack: Stack, settings: Settings, *, sizes: list[int], online: int, rounds: int) -> None:
     key = settings.service_keys[0]
-    rows = []
     async with open_runtime(settings, app_name="notihub-bench-topic") as runtime, \
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as http:
         for size in sizes:
@@ -89,8 +87,6 @@ async def measure(stack: Stack, settings: Settings, *, sizes: list[int], online:
                 print(f"  {size:>7} subscribers: 201 after {row['answered']:.2f} s, last online had it after "
                       f"{row['delivered']:.2f} s, answer {row['answer_bytes']:,} bytes, API peak +"
                       f"{row['peak_growth_mib']:.1f} MiB", flush=True)
-                rows.append(row)
-    return rows
 
 
 def main() -> None:

@@ -100,7 +100,7 @@ class EventConsumer:
         # A record alone under its key whose event only notifies a list of users joins the
         # batch: their notifications are stored together. Everything else goes one by one.
         batch: list[tuple[ConsumerRecord, Event]] = []
-        alone: list[list[ConsumerRecord]] = []
+        alone: list[list[tuple[ConsumerRecord, Event | None]]] = []
         for items in chains.values():
             if len(items) == 1:
                 try:
@@ -109,12 +109,14 @@ class EventConsumer:
                     event = None  # dead-lettered by _one, with the reason
                 if event is not None and self._handler.batchable(event):
                     batch.append((items[0], event))
-                    continue
-            alone.append(items)
+                else:
+                    alone.append([(items[0], event)])
+                continue
+            alone.append([(record, None) for record in items])
 
-        async def chain(items: list[ConsumerRecord]) -> None:
-            for record in items:
-                await self._slotted(record)
+        async def chain(items: list[tuple[ConsumerRecord, Event | None]]) -> None:
+            for record, event in items:
+                await self._slotted(record, event)
 
         await asyncio.gather(self._many(batch), *(chain(items) for items in alone))
         # Only now is every record of the batch stored (or dead-lettered): commit past them.
@@ -140,23 +142,24 @@ class EventConsumer:
             except Exception as exc:
                 if not services_fault(exc):
                     logger.warning("a batch of %d events failed (%s); handling each alone", len(batch), exc)
-                    await asyncio.gather(*(self._slotted(record) for record, _ in batch))
+                    await asyncio.gather(*(self._slotted(record, event) for record, event in batch))
                     return
                 metrics.EVENTS.labels("unknown", "retried").inc(len(batch))
                 logger.warning("handling a batch of %d events failed (%s); retrying in %.1fs", len(batch), exc, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
 
-    async def _slotted(self, record: ConsumerRecord) -> None:
+    async def _slotted(self, record: ConsumerRecord, event: Event | None = None) -> None:
         async with self._slots:
-            await self._one(record)
+            await self._one(record, event)
 
-    async def _one(self, record: ConsumerRecord) -> None:
+    async def _one(self, record: ConsumerRecord, parsed: Event | None = None) -> None:
+        """Handle one record (``parsed``: its event, when the caller parsed it already)."""
         backoff = 0.2
         failures = 0
         while True:
             try:
-                event = parse_event(record.value)
+                event = parsed if parsed is not None else parse_event(record.value)
                 await self._handler.handle(event)
                 metrics.EVENTS.labels(event.type, "handled").inc()
                 return

@@ -138,8 +138,10 @@ def _content_from_wire(wire: dict[str, Any]) -> Notification:
     )
 
 
-def delivered_messages(stored: Sequence[Stored]) -> list[bytes]:
-    """New notifications as bus messages of at most MAX_MESSAGE_BYTES (unless one content alone is larger)."""
+def delivered_messages(stored: Sequence[Stored], encoded: dict[tuple[Any, ...], bytes] | None = None) -> list[bytes]:
+    """New notifications as bus messages of at most MAX_MESSAGE_BYTES (unless one content alone is
+    larger). ``encoded`` keeps each content's JSON for the next call (the other workers' messages
+    of one commit), so that a content is encoded once however many workers get it."""
     messages: list[bytes] = []
     contents: list[bytes] = []
     index: dict[tuple[Any, ...], int] = {}
@@ -153,7 +155,7 @@ def delivered_messages(stored: Sequence[Stored]) -> list[bytes]:
                             + orjson.dumps(items) + b"}")
         contents, index, items, size = [], {}, [], 0
 
-    encoded: dict[tuple[Any, ...], bytes] = {}
+    encoded = {} if encoded is None else encoded
     for s in stored:
         n = s.notification
         key = _content_key(n)
@@ -244,8 +246,9 @@ class EventBus:
         else:
             async with asyncio.timeout(self.timeout):
                 holders = await self._presence.workers([s.notification.recipient for s in stored])
+            encoded: dict[tuple[Any, ...], bytes] = {}
             messages = [(self.channel_of(worker), m) for worker, own in _by_worker(stored, holders).items()
-                        for m in delivered_messages(own)]
+                        for m in delivered_messages(own, encoded)]
         await self._send(messages)
         return len(messages)
 

@@ -33,6 +33,8 @@ LEASE_SECONDS = 90
 # Presence keys one lookup script reads: a larger lookup is several calls, so that Redis is
 # never blocked long by one of them.
 LOOKUP_KEYS = 5000
+# The Socket.IO room of a user's sockets: "user:<id>" (the targeted manager routes emits to it).
+USER_ROOM = "user:"
 # Hash slots the presence keys are spread over on a Redis Cluster (see the module's docstring).
 PRESENCE_BUCKETS = 256
 
@@ -64,11 +66,6 @@ for i, key in ipairs(KEYS) do
 end
 return found
 """
-
-
-def worker_of(sid: str) -> str:
-    """The id of the worker that holds socket ``sid`` (the part before the first ".")."""
-    return sid.split(".", 1)[0]
 
 
 class Presence:
@@ -127,17 +124,17 @@ class Presence:
 
         One round trip (a script over the users' keys) for up to LOOKUP_KEYS users; on a
         cluster, one script per bucket, concurrently."""
-        distinct = list(dict.fromkeys(users))
+        keys = {user: self.key(user) for user in users}
         now = time.time()
         if self._sharded:
             by_bucket: dict[str, list[str]] = defaultdict(list)
-            for user in distinct:
-                by_bucket[self.key(user).partition("}")[0]].append(user)
+            for user, key in keys.items():
+                by_bucket[key.partition("}")[0]].append(user)
             groups = list(by_bucket.values())
         else:
-            groups = [distinct]
+            groups = [list(keys)]
         chunks = [group[start : start + LOOKUP_KEYS] for group in groups for start in range(0, len(group), LOOKUP_KEYS)]
-        answers = await asyncio.gather(*(self._workers(keys=[self.key(u) for u in chunk], args=[now])
+        answers = await asyncio.gather(*(self._workers(keys=[keys[u] for u in chunk], args=[now])
                                          for chunk in chunks))
         found: dict[str, set[str]] = {}
         for chunk, flat in zip(chunks, answers):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections import Counter, deque
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 
 import orjson
@@ -134,8 +134,8 @@ class NotificationService:
                 raise ValueError("publish_many takes sourced drafts of at most BATCH explicit recipients")
             notifications += self._drafted(draft, list(dict.fromkeys(draft.recipients)))
         new = await self.writer.write(notifications)
-        stored = Counter(s.notification.source for s in new)
-        for source in {d.source for d in drafts if not stored[d.source]}:
+        stored = {s.notification.source for s in new}
+        for source in {d.source for d in drafts} - stored:
             await self._announce_again(source, report=False)
         return len(new)
 

@@ -18,7 +18,7 @@ from shared.errors import (HubError, InternalError, InvalidRequest, RateLimited,
                            UnknownEvent)
 from shared.i18n import Renderer, negotiate
 from shared.ids import parse_id, parse_ids
-from shared.presence import Presence
+from shared.presence import USER_ROOM, Presence
 from shared.ratelimit import LocalLimiter, RedisLimiter
 from shared.runtime import services_fault
 from shared.service import NotificationService
@@ -221,7 +221,7 @@ class NotificationsNamespace(socketio.AsyncNamespace):
                 since = parse_id(since_raw, field="since")
             except InvalidRequest:
                 since_error = "invalid_since"
-        await self.enter_room(sid, f"user:{user.id}")
+        await self.enter_room(sid, f"{USER_ROOM}{user.id}")
         conn = self.hub.attach(sid, user=user.id, lang=lang)
         if user.expires_at is not None:
             # The token is checked once, at the handshake: the socket lives no longer than it.

@@ -2,6 +2,7 @@
 two socket workers and nginx, on free ports under a temporary folder, stopped at the end."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import uuid
@@ -65,6 +66,18 @@ def stack_env() -> dict[str, str]:
         "NOTIHUB_INGEST_WORKERS": "1",
         "NOTIHUB_INGEST_BASE_PORT": str(free_port_run(3)),
     }
+
+
+@contextlib.asynccontextmanager
+async def fail_point(runtime: Runtime, commands: list[str], mode: dict, **failure) -> AsyncIterator[None]:
+    """The real replica set fails ``commands`` of the tests' own client (``failCommand`` with
+    ``mode`` and ``failure``, e.g. errorCode=2 or closeConnection=True) until the block ends."""
+    await runtime.mongo.admin.command({"configureFailPoint": "failCommand", "mode": mode,
+                                       "data": {"failCommands": commands, "appName": TEST_APP_NAME, **failure}})
+    try:
+        yield
+    finally:
+        await runtime.mongo.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import pymongo
@@ -450,7 +450,7 @@ class NotificationStore:
         """What was stored for one idempotency source, COMMIT_BATCH at a time (in recipient
         order), holding one batch in memory whatever the audience."""
         pairs = self._sources.find({"source": source}, {"recipient": 1})
-        async for chunk in _chunks(pairs, COMMIT_BATCH):
+        while chunk := await pairs.to_list(COMMIT_BATCH):
             # By recipient and id: each read goes to the shards that own these recipients.
             query = {"recipient": {"$in": list({doc["recipient"] for doc in chunk})},
                      "_id": {"$in": [doc["_id"] for doc in chunk]}}
@@ -494,18 +494,6 @@ def _repeated(exc: DuplicateKeyError | BulkWriteError) -> bool:
         return True
     errors = exc.details.get("writeErrors", [])
     return bool(errors) and all(error.get("code") == _DUPLICATE_KEY for error in errors)
-
-
-async def _chunks(cursor: AsyncIterable[dict[str, Any]], size: int) -> AsyncIterator[list[dict[str, Any]]]:
-    """The documents of ``cursor``, ``size`` at a time."""
-    chunk: list[dict[str, Any]] = []
-    async for doc in cursor:
-        chunk.append(doc)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def _tombstone(source: str, recipient: str) -> str:

@@ -13,7 +13,7 @@ from ingest.consumer import UNEXPECTED_ATTEMPTS, EventConsumer
 from shared.events.handler import EventHandler
 from shared.kafka import open_producer
 
-from ..conftest import TEST_APP_NAME
+from ..conftest import fail_point
 from .conftest import make_event
 from .crashing_worker import CRASH_AFTER_EVENT
 
@@ -165,7 +165,7 @@ async def test_a_record_that_meets_a_defect_is_dead_lettered_and_the_partition_g
     assert headers["notihub.source"] == f"{topic}/0/0".encode()
 
 
-async def test_a_batch_mongodb_refuses_is_handled_event_by_event_and_stores_each_once(stack, settings, dlq, runtime,
+async def test_a_batch_mongodb_refuses_is_handled_event_by_event_and_stores_each_once(stack, settings, runtime,
                                                                                      inserts, caplog):
     """The events of one poll that only notify users are stored together; when MongoDB refuses
     that batch (an error that is no service's fault), each event is handled alone, so that a bad
@@ -178,21 +178,18 @@ async def test_a_batch_mongodb_refuses_is_handled_event_by_event_and_stores_each
         for event in batch:
             await producer.send(topic, value=orjson.dumps(event), key=event["event_id"].encode())
         await producer.flush()
-        # The real server refuses the next insert of the tests' client (the batch's), once.
-        await runtime.mongo.admin.command({
-            "configureFailPoint": "failCommand", "mode": {"times": 1},
-            "data": {"failCommands": ["insert"], "errorCode": 2, "appName": TEST_APP_NAME}})
         consumer = EventConsumer(settings=settings, handler=EventHandler(service=runtime.service), dlq=producer,
                                  worker_id="t1", topic=topic, group_id=f"notihub-test-{uuid.uuid4().hex[:8]}")
-        await consumer.start()
-        running = asyncio.create_task(consumer.run())
-        try:
-            await seen.count(len(users))
-        finally:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
-            await consumer.stop()
-            await runtime.mongo.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        # The real server refuses the next insert of the tests' client (the batch's), once.
+        async with fail_point(runtime, ["insert"], {"times": 1}, errorCode=2):
+            await consumer.start()
+            running = asyncio.create_task(consumer.run())
+            try:
+                await seen.count(len(users))
+            finally:
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+                await consumer.stop()
     assert any("handling each alone" in r.getMessage() for r in caplog.records)
     counts = {u: await runtime.db["notifications"].count_documents({"recipient": u}) for u in users}
     assert counts == {u: 1 for u in users}

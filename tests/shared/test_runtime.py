@@ -7,7 +7,7 @@ from shared.runtime import connect_redis
 from shared.storage.mongo import ensure_indexes
 from shared.storage.topics import TopicStore
 
-from ..conftest import TEST_APP_NAME
+from ..conftest import fail_point
 
 
 async def test_a_burst_of_redis_commands_waits_for_pooled_connections(settings):
@@ -33,13 +33,8 @@ async def test_commands_after_the_server_closed_every_connection_succeed(setting
 async def test_index_creation_is_tried_again_after_a_dropped_connection(runtime, scratch_db, caplog):
     # The real server drops the connection of the first two createIndexes of this test's client:
     # the driver's own retry meets the second drop, ensure_indexes tries again.
-    await runtime.mongo.admin.command({
-        "configureFailPoint": "failCommand", "mode": {"times": 2},
-        "data": {"failCommands": ["createIndexes"], "closeConnection": True, "appName": TEST_APP_NAME}})
-    try:
+    async with fail_point(runtime, ["createIndexes"], {"times": 2}, closeConnection=True):
         await ensure_indexes([TopicStore(db=scratch_db)])
-    finally:
-        await runtime.mongo.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     names = {index["name"] async for index in await scratch_db["topic_subscribers"].list_indexes()}
     assert {"topic_user", "user"} <= names
     assert any("creating the indexes of TopicStore failed" in r.getMessage() for r in caplog.records)

@@ -11,7 +11,7 @@ from pymongo.errors import OperationFailure
 from shared.models import Draft
 from shared.presence import Presence
 
-from ..conftest import TEST_APP_NAME
+from ..conftest import fail_point
 
 
 def user():
@@ -86,14 +86,9 @@ async def test_a_fan_out_whose_batch_fails_midway_fails_and_its_retry_stores_eac
     draft = Draft(type="post.liked", recipients=tuple(users), source=f"key:{uuid.uuid4().hex}", fingerprint="f")
     # The real server takes the idempotency claim and the first batch (its source pairs and its
     # notifications: three inserts), then refuses every insert of this test's client.
-    await runtime.mongo.admin.command({
-        "configureFailPoint": "failCommand", "mode": {"skip": 3},
-        "data": {"failCommands": ["insert"], "errorCode": 2, "appName": TEST_APP_NAME}})
-    try:
+    async with fail_point(runtime, ["insert"], {"skip": 3}, errorCode=2):
         with pytest.raises(OperationFailure):
             await runtime.service.publish(draft, report=False)
-    finally:
-        await runtime.mongo.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     assert await runtime.db["notification_sources"].count_documents({"source": draft.source}) == 1000
     again = await runtime.service.publish(draft, report=False)
     assert again.count == len(users)
