@@ -49,7 +49,48 @@ class ClusterUnavailable(RedisConnectionError):
     is no RedisError)."""
 
 
+class _Guarded:
+    """A connection that reports writing on a closed socket as a connection error.
+
+    uvloop raises RuntimeError for a write on a closed transport (asyncio's own loop drops the
+    write), and redis-py's cluster client closes the free connections of a node after an error
+    while other commands may already have taken them, leaving no writer at all (AttributeError).
+    Neither is a RedisError, so no retry or fallback of a Redis outage would apply; as a
+    ConnectionError, redis-py's own retry reconnects and sends the command (it was never sent)."""
+
+    _writer: Any
+
+    async def _send_packed_command(self, command: Any) -> None:
+        writer = self._writer
+        if writer is None or writer.transport.is_closing():
+            raise RedisConnectionError("the connection was closed before the command was sent")
+        writer.writelines(command)
+        await writer.drain()
+
+
+class _Connection(_Guarded, aioredis.Connection):
+    pass
+
+
+class _SSLConnection(_Guarded, aioredis.SSLConnection):
+    pass
+
+
+# unix:// keeps redis-py's own (a local socket).
+_GUARDED_BY_SCHEME = {"redis": {"connection_class": _Connection}, "rediss": {"connection_class": _SSLConnection}}
+
+
 class _Cluster(RedisCluster):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # RedisCluster takes no connection class: its nodes, the ones known now and the ones it
+        # finds later, make theirs from these options.
+        guarded = _SSLConnection if kwargs.get("ssl") else _Connection
+        self.connection_kwargs["connection_class"] = guarded
+        self.nodes_manager.connection_kwargs["connection_class"] = guarded
+        for node in [*self.startup_nodes, *self.nodes_manager.startup_nodes.values()]:
+            node.connection_class = guarded
+
     async def initialize(self, *args: Any, **kwargs: Any) -> "_Cluster":
         try:
             return await super().initialize(*args, **kwargs)
@@ -130,6 +171,7 @@ def connect(url: str, *, timeout: float, max_connections: int = 256) -> Client:
         socket_timeout=timeout,
         retry=retry,
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        **_GUARDED_BY_SCHEME.get(urlsplit(url).scheme.lower(), {}),
     )
     return aioredis.Redis(connection_pool=pool)
 

@@ -20,6 +20,7 @@ from ..shared.test_bus import (  # noqa: F401
     test_presence_finds_workers_and_writes_missing_leases_again,
     test_without_presence_everything_goes_on_the_shared_channel,
 )
+from ..shared.test_redisconn import test_a_burst_on_a_fresh_client_is_served  # noqa: F401
 from ..shared.test_ratelimit import (  # noqa: F401
     limiter_of,
     test_the_redis_limiter_forgets_a_party_once_its_allowance_is_back,
