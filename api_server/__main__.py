@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         settings.check_secrets()
     except SettingsError as exc:
         parser.exit(2, f"{parser.prog}: {exc}\n")
-    run(create_app(settings), host=args.host, port=args.port)
+    run(create_app(settings), host=args.host, port=args.port, event_loop=settings.event_loop)
 
 
 if __name__ == "__main__":

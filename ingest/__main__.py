@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None, *, wrap_handler: HandlerWrapper | None =
         parser.error("--worker-id must look like i0, i1, …")
     settings = Settings.from_env()
     logs.setup(settings.log_level, name=args.worker_id)
-    run(create_app(settings, worker_id=args.worker_id, wrap_handler=wrap_handler), host=args.host, port=args.port)
+    run(create_app(settings, worker_id=args.worker_id, wrap_handler=wrap_handler), host=args.host, port=args.port,
+        event_loop=settings.event_loop)
 
 
 if __name__ == "__main__":

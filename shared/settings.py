@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 # NOTIHUB_ENV=development).
 LOCAL_JWT_SECRET = "notihub-local-jwt-secret-change-me-0123456789"
 LOCAL_SERVICE_KEY = "notihub-local-service-key"
+EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 class SettingsError(ValueError):
@@ -152,6 +153,8 @@ class Settings:
     handshake_rate_per_address: Rate = Rate(1200, 60)
     handshake_rate_per_user: Rate = Rate(120, 60)
     user_max_per_minute: int = 1800
+    # The servers' event loop: uvloop (libuv, see README "Libraries") or the standard library's.
+    event_loop: str = "uvloop"
 
     @property
     def retention(self) -> "dt.timedelta":
@@ -196,7 +199,11 @@ class Settings:
         environment = (env.get("NOTIHUB_ENV") or defaults.env).strip().lower()
         if environment not in ("development", "production"):
             raise SettingsError("NOTIHUB_ENV must be development or production")
+        event_loop = (env.get("NOTIHUB_EVENT_LOOP") or defaults.event_loop).strip().lower()
+        if event_loop not in EVENT_LOOPS:
+            raise SettingsError("NOTIHUB_EVENT_LOOP must be uvloop or asyncio")
         settings = cls(
+            event_loop=event_loop,
             mongo_url=env.get("NOTIHUB_MONGO_URL") or defaults.mongo_url,
             mongo_db=env.get("NOTIHUB_MONGO_DB") or defaults.mongo_db,
             redis_url=redis_url,

@@ -88,10 +88,27 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def run(app: web.Application, *, host: str, port: int) -> None:
-    """Serve an app with the redacting access log."""
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new event loop of ``kind`` (NOTIHUB_EVENT_LOOP): uvloop, or the standard library's
+    when asked for, or where uvloop is not installed (it does not run on Windows)."""
+    if kind == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            logging.getLogger(__name__).warning("uvloop is not installed: running on asyncio's own event loop")
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def run(app: web.Application, *, host: str, port: int, event_loop: str = "uvloop") -> None:
+    """Serve an app with the redacting access log, on the event loop named by ``event_loop``."""
+    loop = new_event_loop(event_loop)
+    logging.getLogger(__name__).info("serving on %s:%s with %s's event loop", host, port,
+                                     type(loop).__module__.partition(".")[0])
     web.run_app(
         app,
+        loop=loop,
         host=host,
         port=port,
         access_log_class=AccessLogger,

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     metrics.watch_gc()
     app = create_app(settings, worker_id=args.worker_id)
     app[DRAINER].install(app)
-    run(app, host=args.host, port=args.port)
+    run(app, host=args.host, port=args.port, event_loop=settings.event_loop)
 
 
 if __name__ == "__main__":
