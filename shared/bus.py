@@ -27,6 +27,12 @@ Why targeting loses nothing (tests/socket_server/test_targeted.py):
    A commit whose lookup came before the leases were back is found by that check; any later
    commit finds the leases.
 
+On a single Redis, the lookup and the publishes of a small commit (at most ROUTE_MAX_ITEMS
+items, one message's worth) are one script, ``_ROUTE``: one round trip instead of two, the same
+messages byte for byte (``route_args``), and the lookup still after the commit. A change of one
+user's inbox is routed the same way (``_FORWARD``). Larger commits, and a cluster (whose presence
+keys and channels live on several shards), look up first and then publish.
+
 On a Redis Cluster the channels are shard channels (shared/redisconn.py): a worker's channel
 lives on one master; when that master fails over, the subscription fails and comes back as in 3.
 
@@ -51,7 +57,7 @@ from redis.exceptions import RedisError
 
 from . import metrics, redisconn
 from .models import Actor, Notification, Stored, iso
-from .presence import Presence
+from .presence import WORKERS_OF_LUA, Presence
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +67,51 @@ MAX_MESSAGE_BYTES = 256 * 1024
 # What one recipient adds to a message besides the content: [content, recipient, id, seq, unread, ver].
 _ITEM_BYTES = 120
 _PING = orjson.dumps({"kind": "ping"})
+# A commit of at most this many items is looked up and published by one script (single Redis).
+ROUTE_MAX_ITEMS = 64
+
+# KEYS: the presence keys of a commit's users. ARGV: now, the channel prefix, the number of
+# contents C, the C encoded contents, then per item its user (index into KEYS), its content
+# (index into the contents) and the rest of its JSON after the content index. Publishes to each
+# worker holding a user its message, as delivered_messages would make it; returns how many.
+_ROUTE = WORKERS_OF_LUA + """
+local now, prefix, ncontents = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local holders = {}
+for i, key in ipairs(KEYS) do holders[i] = workers_of(key, now) end
+local order, messages = {}, {}
+for j = 4 + ncontents, #ARGV, 3 do
+  local content = tonumber(ARGV[j + 1])
+  for _, worker in ipairs(holders[tonumber(ARGV[j])]) do
+    local m = messages[worker]
+    if not m then
+      m = {contents = {}, index = {}, items = {}}
+      messages[worker] = m
+      order[#order + 1] = worker
+    end
+    local at = m.index[content]
+    if not at then
+      at = #m.contents
+      m.index[content] = at
+      m.contents[at + 1] = ARGV[4 + content]
+    end
+    m.items[#m.items + 1] = '[' .. at .. ',' .. ARGV[j + 2]
+  end
+end
+for _, worker in ipairs(order) do
+  local m = messages[worker]
+  redis.call('PUBLISH', prefix .. worker, '{"kind":"delivered","contents":[' .. table.concat(m.contents, ',')
+    .. '],"items":[' .. table.concat(m.items, ',') .. ']}')
+end
+return #order
+"""
+
+# KEYS[1]: one user's presence key. ARGV: now, the channel prefix, the message for each worker
+# holding the user. Returns how many workers got it.
+_FORWARD = WORKERS_OF_LUA + """
+local workers = workers_of(KEYS[1], ARGV[1])
+for _, worker in ipairs(workers) do redis.call('PUBLISH', ARGV[2] .. worker, ARGV[3]) end
+return #workers
+"""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -138,6 +189,39 @@ def _content_from_wire(wire: dict[str, Any]) -> Notification:
     )
 
 
+def _encoded(n: Notification, encoded: dict[tuple[Any, ...], bytes]) -> tuple[tuple[Any, ...], bytes]:
+    key = _content_key(n)
+    body = encoded.get(key)
+    if body is None:
+        body = encoded[key] = orjson.dumps(_content_wire(n))
+    return key, body
+
+
+def route_args(stored: Sequence[Stored]) -> tuple[list[str], list[bytes | str]] | None:
+    """The users and the arguments of ``_ROUTE`` (after ``now`` and the prefix) for a commit, or
+    None when its items and contents would not fit in one message."""
+    users: dict[str, int] = {}
+    index: dict[tuple[Any, ...], int] = {}
+    contents: list[bytes] = []
+    items: list[bytes | str] = []
+    size = 64
+    encoded: dict[tuple[Any, ...], bytes] = {}
+    for s in stored:
+        n = s.notification
+        key, body = _encoded(n, encoded)
+        at = index.get(key)
+        if at is None:
+            at = index[key] = len(contents)
+            contents.append(body)
+            size += len(body) + 1
+        rest = orjson.dumps([n.recipient, str(n.id), s.seq, s.unread, s.ver])[1:]
+        size += len(rest) + 8
+        items += (str(users.setdefault(n.recipient, len(users) + 1)), str(at), rest)
+    if size > MAX_MESSAGE_BYTES:
+        return None
+    return list(users), [str(len(contents)), *contents, *items]
+
+
 def delivered_messages(stored: Sequence[Stored], encoded: dict[tuple[Any, ...], bytes] | None = None) -> list[bytes]:
     """New notifications as bus messages of at most MAX_MESSAGE_BYTES (unless one content alone is
     larger). ``encoded`` keeps each content's JSON for the next call (the other workers' messages
@@ -158,10 +242,7 @@ def delivered_messages(stored: Sequence[Stored], encoded: dict[tuple[Any, ...], 
     encoded = {} if encoded is None else encoded
     for s in stored:
         n = s.notification
-        key = _content_key(n)
-        body = encoded.get(key)
-        if body is None:
-            body = encoded[key] = orjson.dumps(_content_wire(n))
+        key, body = _encoded(n, encoded)
         item = _ITEM_BYTES + len(n.recipient)
         if items and size + item + (0 if key in index else len(body)) > MAX_MESSAGE_BYTES:
             flush()
@@ -217,6 +298,10 @@ class EventBus:
         self.heartbeat = heartbeat
         self.deaf_after = deaf_after
         self.timeout = timeout
+        # Lookup and publish in one script: on a single Redis only (see the module's docstring).
+        self.route_max_items = 0 if presence is None or redisconn.is_cluster(redis) else ROUTE_MAX_ITEMS
+        self._route = redis.register_script(_ROUTE)
+        self._forward = redis.register_script(_FORWARD)
 
     def channel_of(self, worker: str) -> str:
         """The channel only ``worker`` listens to."""
@@ -236,11 +321,21 @@ class EventBus:
             await self._send([(self.channel, message)])
             return
         async with asyncio.timeout(self.timeout):
+            if self.route_max_items:
+                await self._forward(keys=[self._presence.key(event.user)],
+                                    args=[time.time(), self.channel_of(""), message])
+                return
             workers = (await self._presence.workers([event.user])).get(event.user, ())
         await self._send([(self.channel_of(w), message) for w in sorted(workers)])
 
     async def deliver(self, stored: Sequence[Stored]) -> int:
         """Publish committed notifications, in as few messages as fit; return how many were sent."""
+        routed = route_args(stored) if len(stored) <= self.route_max_items else None
+        if routed is not None:
+            users, args = routed
+            async with asyncio.timeout(self.timeout):
+                return await self._route(keys=[self._presence.key(u) for u in users],
+                                         args=[time.time(), self.channel_of(""), *args])
         if self._presence is None:
             messages = [(self.channel, m) for m in delivered_messages(stored)]
         else:

@@ -46,22 +46,33 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 
-# For each key (a user), the distinct workers of its live leases: a flat list of
-# (key index, worker id) pairs, only for users with a socket somewhere.
-_WORKERS = """
-local found = {}
-for i, key in ipairs(KEYS) do
-  local seen = {}
-  for _, sid in ipairs(redis.call('ZRANGEBYSCORE', key, '(' .. ARGV[1], '+inf')) do
+# Lua: the distinct workers of the live leases under one presence key, in the order found (a
+# sid is "<worker id>.<rest>"). Scripts that route by presence start with it (see bus.py).
+WORKERS_OF_LUA = """
+local function workers_of(key, now)
+  local seen, list = {}, {}
+  for _, sid in ipairs(redis.call('ZRANGEBYSCORE', key, '(' .. now, '+inf')) do
     local dot = string.find(sid, '.', 1, true)
     if dot then
       local worker = string.sub(sid, 1, dot - 1)
       if not seen[worker] then
         seen[worker] = true
-        found[#found + 1] = i
-        found[#found + 1] = worker
+        list[#list + 1] = worker
       end
     end
+  end
+  return list
+end
+"""
+
+# For each key (a user), the distinct workers of its live leases: a flat list of
+# (key index, worker id) pairs, only for users with a socket somewhere.
+_WORKERS = WORKERS_OF_LUA + """
+local found = {}
+for i, key in ipairs(KEYS) do
+  for _, worker in ipairs(workers_of(key, ARGV[1])) do
+    found[#found + 1] = i
+    found[#found + 1] = worker
   end
 end
 return found

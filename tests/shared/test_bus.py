@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared import metrics
-from shared.bus import MAX_MESSAGE_BYTES, Deleted, Delivered, EventBus, Gap, ReadChanged, decode, delivered_messages
+from shared.bus import (MAX_MESSAGE_BYTES, ROUTE_MAX_ITEMS, Deleted, Delivered, EventBus, Gap, ReadChanged, decode,
+                        delivered_messages, route_args)
 from shared.ids import new_id
 from shared.models import Actor, Notification, Stored, utcnow
 from shared.presence import LEASE_SECONDS, Presence
@@ -122,6 +123,29 @@ async def test_each_worker_gets_only_the_items_of_the_users_it_holds(runtime):
                      "w3": [], "shared": []}
     # Each worker's message carries the content its items need, once.
     assert all(len(decode(m).contents) == 1 for m in got["w1"] + got["w2"])
+
+
+@pytest.mark.parametrize("contents, blob", [(1, 10), (3, 10), (2, 200_000)])
+async def test_one_script_routes_as_lookup_then_publish_would(runtime, contents, blob):
+    """A small commit is looked up and published by one script: each worker gets the very bytes
+    the two round trips send (and a commit too big for one message takes those two)."""
+    bus, presence = await targeted(runtime)
+    for user, sid in [("a", "w1.s1"), ("b", "w2.s1"), ("both", "w1.s2"), ("both", "w2.s2"), ("c", "w3.s1")]:
+        await presence.admit(user, sid)
+    stored = batch(["a", "offline", "b", "both", "c", "a", "both", "b"], data={"blob": "x" * blob}, contents=contents)
+    sent = {}
+
+    async def send(max_items):
+        bus.route_max_items = max_items
+        sent[max_items] = await bus.deliver(stored)
+
+    routed = await heard(runtime, bus, ["w1", "w2", "w3"], lambda: send(ROUTE_MAX_ITEMS))
+    two_trips = await heard(runtime, bus, ["w1", "w2", "w3"], lambda: send(0))
+    assert routed == two_trips
+    assert sent[ROUTE_MAX_ITEMS] == sent[0] == sum(len(m) for m in routed.values())
+    assert {w: [i.recipient for m in got for i in decode(m).items] for w, got in routed.items()} == \
+        {"w1": ["a", "both", "a", "both"], "w2": ["b", "both", "both", "b"], "w3": ["c"], "shared": []}
+    assert (route_args(stored) is None) == (blob * contents > MAX_MESSAGE_BYTES)
 
 
 async def test_a_batch_of_offline_recipients_costs_no_publish(runtime):
