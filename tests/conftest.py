@@ -69,16 +69,13 @@ def stack_env() -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def fail_point(runtime: Runtime, commands: list[str], mode: dict, **failure) -> AsyncIterator[int]:
+async def fail_point(runtime: Runtime, commands: list[str], mode: dict, **failure) -> AsyncIterator[None]:
     """The real replica set fails ``commands`` of the tests' own client (``failCommand`` with
-    ``mode`` and ``failure``, e.g. errorCode=2 or closeConnection=True) until the block ends.
-    The block gets how many times the fail point had been entered before: wait for its next
-    entry with ``admin.command({"waitForFailPoint": "failCommand", "timesEntered": that + 1, ...})``."""
-    answer = await runtime.mongo.admin.command({"configureFailPoint": "failCommand", "mode": mode,
-                                                "data": {"failCommands": commands, "appName": TEST_APP_NAME,
-                                                         **failure}})
+    ``mode`` and ``failure``, e.g. errorCode=2 or closeConnection=True) until the block ends."""
+    await runtime.mongo.admin.command({"configureFailPoint": "failCommand", "mode": mode,
+                                       "data": {"failCommands": commands, "appName": TEST_APP_NAME, **failure}})
     try:
-        yield answer["count"]
+        yield
     finally:
         await runtime.mongo.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
 
