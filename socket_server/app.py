@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
+from socketio.packet import EVENT
 
 from shared import metrics
 from shared import web as shared_web
@@ -200,12 +201,18 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
                 # reconnects and replays from `since`.
                 eio_sid = sio.manager.eio_sid_from_sid(sid, NAMESPACE)
                 socket = sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
-                if socket is not None and socket.queue.qsize() >= settings.max_socket_queue:
+                if socket is None:
+                    return  # gone meanwhile
+                if socket.queue.qsize() >= settings.max_socket_queue:
                     metrics.DROPPED_SLOW.inc()
                     await reconnect(sio, sid)
                     return
-                # Local only: the bus already reached every worker.
-                await sio.emit(event, data, to=sid, namespace=NAMESPACE, ignore_queue=True)
+                # Local only (the bus already reached every worker), and straight to the socket's
+                # queue: the packet sio.emit(event, data, to=sid) would send, without its task
+                # and wait per recipient.
+                encoded = sio.packet_class(EVENT, namespace=NAMESPACE, data=[event, data]).encode()
+                for part in encoded if isinstance(encoded, list) else [encoded]:  # a list: binary attachments
+                    await sio.eio.send(eio_sid, part)
 
             async def drop(sid: str) -> None:
                 await reconnect(sio, sid)
