@@ -2,6 +2,7 @@
 a JWT, each counted against its rate limit (per producer key, per user)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 
@@ -17,6 +18,7 @@ from .keys import LIMITS, SETTINGS, VERIFIER
 VERDICT = web.RequestKey("rate_limit", Verdict)
 
 
+@functools.lru_cache(maxsize=64)  # the configured keys: one digest each, not one per request
 def producer_id(key: str) -> str:
     """A producer's name in idempotency records, limits and logs: a digest of its key, never the key."""
     return hashlib.sha256(key.encode()).hexdigest()[:16]
