@@ -76,6 +76,7 @@ async def open_runtime(settings: Settings, *, app_name: str) -> AsyncIterator[Ru
     """Connect to MongoDB and Redis, make sure the indexes exist, and close both at the end."""
     mongo = connect(settings, app_name=app_name)
     redis = connect_redis(settings)
+    service: NotificationService | None = None
     try:
         db = database(mongo, settings)
         store = NotificationStore(db=db, retention=settings.retention, max_per_user=settings.max_per_user)
@@ -89,5 +90,7 @@ async def open_runtime(settings: Settings, *, app_name: str) -> AsyncIterator[Ru
                                       preferences=preferences, bus=bus)
         yield Runtime(settings=settings, mongo=mongo, db=db, redis=redis, bus=bus, service=service)
     finally:
+        if service is not None:
+            await service.close()
         await redis.aclose()
         await mongo.close()

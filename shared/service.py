@@ -67,6 +67,13 @@ class NotificationService:
         self._over_cap: set[str] = set()
         self._trimmer: asyncio.Task[None] | None = None
 
+    async def close(self) -> None:
+        """Finish the writes under way, before the stores' clients close (at shutdown)."""
+        await self.writer.close()
+        if self._trimmer is not None:
+            self._trimmer.cancel()
+            await asyncio.wait([self._trimmer], timeout=1.0)
+
     async def _audience(self, draft: Draft) -> AsyncIterator[list[str]]:
         if draft.topic is not None:
             async for batch in self.topics.batches(draft.topic, size=BATCH):

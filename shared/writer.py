@@ -118,6 +118,19 @@ class GroupWriter:
                 if self._announcer is None or self._announcer.done():
                     self._announcer = asyncio.create_task(self._announce())
 
+    async def close(self, timeout: float = 5.0) -> None:
+        """Finish the commit and the announcements under way (within ``timeout`` seconds), then
+        stop, before the clients they use are closed. What is still queued then fails, and its
+        producer retries; nothing committed is lost (workers find it in MongoDB)."""
+        tasks = [t for t in (self._task, self._announcer) if t is not None and not t.done()]
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+        for task in late:
+            task.cancel()
+        # A cancelled transaction is aborted, which may wait for a server that is gone: not for long.
+        await asyncio.wait(late, timeout=1.0)
+
     async def _announce(self) -> None:
         while not self._announcements.empty():
             stored = self._announcements.get_nowait()

@@ -2,6 +2,7 @@
 and committing, and partitions moving between two workers mid-stream."""
 import asyncio
 import random
+import signal
 import uuid
 
 import orjson
@@ -11,7 +12,7 @@ from devstack.hub import HubProcess
 from devstack.ports import free_port
 from ingest.consumer import UNEXPECTED_ATTEMPTS, EventConsumer
 from shared.events.handler import EventHandler
-from shared.kafka import open_producer
+from shared.kafka import EVENTS_TOPIC, open_producer
 
 from ..conftest import fail_point
 from .conftest import make_event
@@ -51,6 +52,36 @@ async def test_a_worker_killed_between_storing_and_committing_duplicates_nothing
             await asyncio.to_thread(stack.restart_ingest_worker, "i0")
     assert await runtime.db["notifications"].count_documents({"recipient": first}) == 1
     assert await runtime.db["notifications"].count_documents({"recipient": second}) == 1
+
+
+async def test_a_worker_stopped_mid_burst_exits_at_once_and_loses_nothing(hub, stack, events, inserts, runtime):
+    """SIGTERM while batches are committing: the commit under way finishes before the clients
+    close, and a restarted worker stores the rest at once, each once. A transaction cut off by
+    the closing client used to stay open on the server, holding its users' inboxes until
+    MongoDB expired it (60 s), or to wait for its abort until the supervisor killed the worker."""
+    users = [hub.new_user("term") for _ in range(4)]
+    stack.ingest_workers["i0"].stop()
+    worker = extra_worker(stack, "i6", free_port())
+    await asyncio.to_thread(worker.start)
+    sent = [make_event("notification.requested", recipients=[users[i % len(users)]],
+                       notification={"type": "term.check", "title": f"t{i}"}) for i in range(3000)]
+    try:
+        async with inserts(users) as seen:
+            for event in sent:
+                await events.producer.send(EVENTS_TOPIC, value=orjson.dumps(event), key=event["event_id"].encode())
+            await events.producer.flush()
+            await seen.count(200)
+            worker.process.signal(signal.SIGTERM)
+            assert await asyncio.to_thread(worker.process.wait, 8), "the worker did not stop within 8 s of SIGTERM"
+            assert worker.process.returncode == 0
+            await asyncio.to_thread(stack.restart_ingest_worker, "i0")
+            await seen.count(len(sent), timeout=30)
+    finally:
+        worker.stop()
+        if not stack.ingest_workers["i0"].alive:
+            await asyncio.to_thread(stack.restart_ingest_worker, "i0")
+    titles = [doc["title"] async for doc in runtime.db["notifications"].find({"recipient": {"$in": users}}, {"title": 1})]
+    assert sorted(titles) == sorted(e["notification"]["title"] for e in sent)
 
 
 @pytest.mark.parametrize("leave", ["stop", "kill"])
