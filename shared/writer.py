@@ -126,10 +126,11 @@ class GroupWriter:
         if not tasks:
             return
         _, late = await asyncio.wait(tasks, timeout=timeout)
-        for task in late:
-            task.cancel()
-        # A cancelled transaction is aborted, which may wait for a server that is gone: not for long.
-        await asyncio.wait(late, timeout=1.0)
+        if late:
+            for task in late:
+                task.cancel()
+            # A cancelled transaction is aborted, which may wait for a server that is gone: not for long.
+            await asyncio.wait(late, timeout=1.0)
 
     async def _announce(self) -> None:
         while not self._announcements.empty():
