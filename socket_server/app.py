@@ -209,10 +209,10 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
                     return
                 # Local only (the bus already reached every worker), and straight to the socket's
                 # queue: the packet sio.emit(event, data, to=sid) would send, without its task
-                # and wait per recipient.
-                encoded = sio.packet_class(EVENT, namespace=NAMESPACE, data=[event, data]).encode()
-                for part in encoded if isinstance(encoded, list) else [encoded]:  # a list: binary attachments
-                    await sio.eio.send(eio_sid, part)
+                # and wait per recipient. What the hub sends is JSON (from the bus or MongoDB),
+                # never bytes: no search for binary attachments in every packet.
+                packet = sio.packet_class(EVENT, namespace=NAMESPACE, data=[event, data], binary=False)
+                await sio.eio.send(eio_sid, packet.encode())
 
             async def drop(sid: str) -> None:
                 await reconnect(sio, sid)
