@@ -11,7 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 from shared import metrics as shared_metrics
 from shared.errors import InvalidRequest, NotFound, Unavailable, UnsupportedMediaType
 from shared.events.models import parse_event
-from shared.i18n import negotiate
+from shared.i18n import negotiate, template_params
 from shared.ids import parse_id, parse_ids
 from shared.kafka import EVENTS_TOPIC, kafka_answers
 from shared.models import Actor, Draft
@@ -22,11 +22,6 @@ from .auth import require_service, require_user
 from .keys import KAFKA, RENDERER, RUNTIME, SETTINGS
 from .respond import json_response, parse_body, query_bool, query_int
 from .schemas import IdsIn, PreferencesIn, PublishIn, TopicName, UserId
-
-
-def _params(data: dict[str, Any] | None) -> dict[str, Any]:
-    # Catalogue templates may use any top-level scalar of `data`.
-    return {k: v for k, v in (data or {}).items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
 
 
 async def publish(request: web.Request) -> web.Response:
@@ -43,7 +38,7 @@ async def publish(request: web.Request) -> web.Response:
         title=body.title,
         body=body.body,
         url=body.url,
-        params=_params(body.data),
+        params=template_params(body.data),
         data=body.data or {},
         source=source,
         fingerprint=fingerprint(body.model_dump(exclude={"idempotency_key"})) if source else None,

@@ -97,6 +97,13 @@ class _StrictFormatter(string.Formatter):
 _formatter = _StrictFormatter()
 
 
+def template_params(values: dict[str, Any] | None) -> dict[str, Any]:
+    """What catalogue templates may use of ``values``: its top-level text and numbers (no
+    booleans, no missing values, no nested data). The HTTP API and the ingest rules both fill
+    a notification's ``params`` with it."""
+    return {k: v for k, v in (values or {}).items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+
+
 def _fill(template: str, params: dict[str, Any]) -> str | None:
     if not template:
         return None

@@ -86,9 +86,8 @@ class _Cluster(RedisCluster):
         # RedisCluster takes no connection class: its nodes, the ones known now and the ones it
         # finds later, make theirs from these options.
         guarded = _SSLConnection if kwargs.get("ssl") else _Connection
-        self.connection_kwargs["connection_class"] = guarded
-        self.nodes_manager.connection_kwargs["connection_class"] = guarded
-        for node in [*self.startup_nodes, *self.nodes_manager.startup_nodes.values()]:
+        self.connection_kwargs["connection_class"] = guarded  # the options its nodes manager holds too
+        for node in self.nodes_manager.startup_nodes.values():
             node.connection_class = guarded
 
     async def initialize(self, *args: Any, **kwargs: Any) -> "_Cluster":

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from shared import redisconn
 from shared.presence import USER_ROOM, Presence
 
+
 class TargetedRedisManager(socketio.AsyncRedisManager):
     """AsyncRedisManager whose emits to ``user:<id>`` reach only the workers holding the user.
 

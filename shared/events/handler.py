@@ -3,22 +3,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
+from ..i18n import template_params
 from ..models import Actor, Draft, Published
 from ..service import BATCH, NotificationService
 from .models import Event
 from .rules import RULES, notification_type, texts
 
 logger = logging.getLogger(__name__)
-
-
-_SCALARS = (str, int, float)
-
-
-def _scalars(params: dict[str, Any]) -> dict[str, Any]:
-    # Catalogue templates take text and numbers only; a missing value leaves its text out.
-    return {k: v for k, v in params.items() if v is not None and isinstance(v, _SCALARS)}
 
 
 class EventHandler:
@@ -72,7 +64,7 @@ class EventHandler:
             title=title,
             body=body,
             url=rule.url(event),
-            params=_scalars(rule.params(event)),
+            params=template_params(rule.params(event)),
             data=rule.data(event),
             # Redeliveries of an event store nothing twice: one (source, recipient) each.
             source=f"event:{event.event_id}",

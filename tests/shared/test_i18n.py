@@ -7,7 +7,8 @@ from bson import ObjectId
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.i18n import COUNTED_TYPES, KNOWN_TYPES, LOCALES_DIR, Renderer, negotiate, normalize_language, supported_languages
+from shared.i18n import (COUNTED_TYPES, KNOWN_TYPES, LOCALES_DIR, Renderer, negotiate, normalize_language,
+                         supported_languages, template_params)
 from shared.models import Actor, Notification
 
 
@@ -122,3 +123,10 @@ def test_the_configured_default_language_is_normalised(configured, default):
     r = Renderer(default_lang=configured)
     assert r.default_lang == default
     assert r.render(make(), r.language("xx"))["title"]
+
+
+def test_templates_get_the_top_level_text_and_numbers_of_the_data():
+    # The same for a producer's request and for a domain event (api_server/views.py, shared/events).
+    assert template_params({"title": "Hi", "n": 3, "ratio": 0.5, "flag": True, "none": None,
+                            "nested": {"a": 1}, "list": [1]}) == {"title": "Hi", "n": 3, "ratio": 0.5}
+    assert template_params(None) == {}
