@@ -16,12 +16,14 @@ notifications and the recipient's inbox document together):
 5. A notification of a request or an event (its ``source``) is stored at most once per
    recipient, however often the source comes again, concurrent repeats included. The pair lives
    in ``notification_sources`` (``{_id: the notification's id, source, recipient, created_at}``,
-   unique on ``{source, recipient}``), written and removed in the same transaction as the
-   notification: of two transactions that store one pair, one fails on that index (at once, or
+   unique on ``{source, recipient}``), written in the same transaction as the notification (and
+   removed in the one that deletes it, except a trim, below): of two transactions that store one pair, one fails on that index (at once, or
    after a write conflict when the driver does it again) and ``commit`` does it again without
    the repeat. A notification the user deleted leaves a tombstone for as long as an idempotency
-   key is kept, so that a repeat does not bring it back; one trimmed or expired may be stored
-   again, as it always could. A pair expires with its notification (the same TTL backstop).
+   key is kept, so that a repeat does not bring it back. One trimmed by the per-user cap keeps
+   its pair, so that a redelivery does not bring it back either; one expired may be stored
+   again. A pair expires with its notification, or (trimmed) on its own, by the same TTL
+   backstop (retention plus a day).
 
 The transaction reads the inbox documents and writes them back; two transactions that touch
 the same user conflict and one is retried by the driver, which is what serialises a user's
@@ -401,9 +403,25 @@ class NotificationStore:
         """Keep only the newest ``max_per_user`` notifications of a recipient; None when under the cap."""
 
         async def work(session: AsyncClientSession) -> Changed | None:
-            docs = await self._coll.find({"recipient": recipient}, _REMOVED, session=session).sort(
-                "_id", DESCENDING).skip(self.max_per_user).to_list(None)
-            return await self._remove(session, recipient, docs) if docs else None
+            positions = await self._positions(session, [recipient])
+            p = positions[recipient]
+            if p.total <= self.max_per_user:
+                return None
+            # The ids past the cap, from the index alone, and no further than the inbox's count:
+            # what earlier trims deleted lies beyond them, and a scan to the end of the user's
+            # range would walk those deleted entries again until MongoDB cleans them up.
+            ids = [doc["_id"] async for doc in self._coll.find(
+                {"recipient": recipient}, {"_id": 1}, session=session).sort("_id", DESCENDING).skip(
+                self.max_per_user).limit(p.total - self.max_per_user)]
+            if not ids:
+                return None
+            trimmed = {"recipient": recipient, "_id": {"$lte": ids[0], "$gte": ids[-1]}}
+            unread = await self._coll.count_documents({**trimmed, "read": False}, session=session)
+            await self._coll.delete_many(trimmed, session=session)
+            # The source pairs stay (invariant 5): a redelivery does not bring a trimmed one back.
+            p.unread, p.total, p.ver = max(0, p.unread - unread), max(0, p.total - len(ids)), p.ver + 1
+            await self._save(session, positions)
+            return Changed(ids=ids, inbox=p.inbox(recipient), count=len(ids))
 
         return await self._transaction(work)
 
@@ -454,7 +472,9 @@ class NotificationStore:
             # By recipient and id: each read goes to the shards that own these recipients.
             query = {"recipient": {"$in": list({doc["recipient"] for doc in chunk})},
                      "_id": {"$in": [doc["_id"] for doc in chunk]}}
-            yield [Notification.from_document(doc) async for doc in self._coll.find(query)]
+            found = [Notification.from_document(doc) async for doc in self._coll.find(query)]
+            if found:  # (the pairs of trimmed notifications stay)
+                yield found
 
     async def page(
         self, recipient: str, *, before: ObjectId | None, limit: int, unread_only: bool,

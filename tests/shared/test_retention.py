@@ -106,3 +106,37 @@ async def test_publishing_over_the_cap_trims_after_the_commit_and_tells_sockets(
     assert deleted["ids"] == [first.notifications[0][0]] and deleted["unread_count"] == 3
     inbox = await service.inbox("cap")
     assert (inbox.total, inbox.unread, inbox.seq) == (3, 3, 4)
+
+
+async def test_a_redelivered_event_whose_notification_was_trimmed_is_not_stored_again(scratch_db, runtime):
+    service = await make_service(runtime, scratch_db, max_per_user=2)
+    events = [Draft(type="post.liked", recipients=("cap",), source=f"event:{i}") for i in range(3)]
+    for event in events:
+        assert await service.publish_many([event]) == 1
+    changed = await service.store.trim("cap")
+    assert changed.count == 1 and changed.inbox.total == 2
+    # The first event comes again (a redelivery after a crash): its notification was trimmed,
+    # and stays so.
+    assert await service.publish_many([events[0]]) == 0
+    published = await service.publish(events[0], report=True)
+    assert (published.count, published.notifications) == (0, [])
+    inbox = await service.inbox("cap")
+    assert (inbox.total, inbox.unread, inbox.seq) == (2, 2, 3)
+    assert await scratch_db["notifications"].count_documents({"recipient": "cap"}) == 2
+
+
+async def test_a_trim_after_many_trims_deletes_only_what_is_past_the_cap(scratch_db, runtime):
+    service = await make_service(runtime, scratch_db, max_per_user=4)
+    store = service.store
+    for _ in range(5):
+        batch = [note("heavy") for _ in range(6)]
+        await store.commit(batch)
+        await store.mark_read("heavy", [batch[-1].id])
+        changed = await store.trim("heavy")
+        # The newest of each batch is read and kept; the read one of the batch before goes.
+        assert changed.inbox.total == 4 and changed.ids == sorted(changed.ids, reverse=True)
+    kept = await store.page("heavy", before=None, limit=100, unread_only=False)
+    assert [n.id for n in kept] == [n.id for n in batch[::-1][:4]]
+    inbox = await store.inbox("heavy")
+    assert (inbox.total, inbox.unread, inbox.seq) == (4, 3, 30)
+    assert await scratch_db["notifications"].count_documents({"recipient": "heavy"}) == 4
