@@ -35,11 +35,11 @@ UNEXPECTED_ATTEMPTS = 3
 class _DrainOnRevoke(ConsumerRebalanceListener):
     """Lets the batch in hand finish (and commit) before partitions move to another worker."""
 
-    def __init__(self, idle: asyncio.Event) -> None:
-        self._idle = idle
+    def __init__(self, consumer: "EventConsumer") -> None:
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._idle.wait()
+        await self._consumer.drained()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         logger.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
@@ -57,6 +57,8 @@ class EventConsumer:
         self._worker_id = worker_id
         self._idle = asyncio.Event()
         self._idle.set()
+        # The offset commit of the last poll, under way while the next poll is handled.
+        self._committing: asyncio.Task[None] | None = None
         self._lag_partitions: set[str] = set()
         self._slots = asyncio.Semaphore(settings.ingest_concurrency)
         self._topic = topic
@@ -74,25 +76,60 @@ class EventConsumer:
     async def start(self) -> None:
         """Join the group."""
         await self.consumer.start()
-        self.consumer.subscribe([self._topic], listener=_DrainOnRevoke(self._idle))
+        self.consumer.subscribe([self._topic], listener=_DrainOnRevoke(self))
 
     async def stop(self) -> None:
-        """Leave the group (its partitions move to the other members at once)."""
+        """Commit what was handled, then leave the group (its partitions move to the other
+        members at once)."""
+        if self._committing is not None:
+            await asyncio.wait([self._committing], timeout=5)
+            self._committing.cancel()  # (done by then, unless Kafka is gone)
         await self.consumer.stop()
 
+    async def drained(self) -> None:
+        """Wait until the batch in hand is handled and its offsets are committed."""
+        await self._idle.wait()
+        await self._committed()
+
     async def run(self) -> None:
-        """Consume until cancelled."""
+        """Consume until cancelled.
+
+        The offsets of a poll are committed once every record of it is stored (or
+        dead-lettered), in one request for all its partitions; the next poll is handled while
+        that commit is under way, and its own commit waits for it, so offsets move forward in
+        order and never past a record that is not stored."""
         while True:
             batches = await self.consumer.getmany(timeout_ms=500, max_records=500)
             if batches:
                 self._idle.clear()
                 try:
-                    await asyncio.gather(*(self._partition(tp, records) for tp, records in batches.items()))
+                    await asyncio.gather(*(self._partition(records) for records in batches.values()))
+                    await self._committed()
+                    offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                    self._committing = asyncio.create_task(self._commit(offsets))
                 finally:
                     self._idle.set()
             await self._report_lag()
 
-    async def _partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await self.consumer.commit(offsets)
+        except CommitFailedError:
+            # The partitions moved to another worker meanwhile; it will see these records again
+            # and skip what was already stored.
+            logger.warning("could not commit %s after a rebalance", offsets)
+        except KafkaError as exc:
+            # Offsets are cumulative: the next commit covers these, and until then a restart
+            # sees these records again and stores nothing twice.
+            logger.warning("could not commit %s (%s); the next commit covers them", offsets, exc)
+
+    async def _committed(self) -> None:
+        """Wait for the offset commit under way; a cancelled caller does not cancel it."""
+        if self._committing is not None:
+            await asyncio.shield(self._committing)
+            self._committing = None
+
+    async def _partition(self, records: list[ConsumerRecord]) -> None:
         # Same key, same chain: handled one after another, in offset order.
         chains: dict[bytes | None, list[ConsumerRecord]] = defaultdict(list)
         for record in records:
@@ -119,13 +156,6 @@ class EventConsumer:
                 await self._slotted(record, event)
 
         await asyncio.gather(self._many(batch), *(chain(items) for items in alone))
-        # Only now is every record of the batch stored (or dead-lettered): commit past them.
-        try:
-            await self.consumer.commit({tp: records[-1].offset + 1})
-        except CommitFailedError:
-            # The partition moved to another worker meanwhile; it will see these records again
-            # and skip what was already stored.
-            logger.warning("could not commit %s@%d after a rebalance", tp, records[-1].offset + 1)
 
     async def _many(self, batch: list[tuple[ConsumerRecord, Event]]) -> None:
         """Handle batchable events together; after an error that is not a service's fault (one
