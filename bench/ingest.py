@@ -1,7 +1,7 @@
 """Benchmark: domain events per second through one or more ingest workers, end to end
 (event produced to Kafka -> notification delivered on a socket).
 
-    python -m bench.ingest [--events 3000] [--ingest-workers 1]
+    python -m bench.ingest [--events 3000] [--ingest-workers 1] [--users 1]
 
 Starts its own stack on free ports. The reference, measured in the same run on the same
 records, is a bare aiokafka consumer in its own group: how fast Kafka alone hands them out.
@@ -29,20 +29,22 @@ from shared.tokens import mint
 from .delivery import pct
 
 
-async def run(stack: Stack, settings: Settings, n: int, workers: int) -> None:
-    user = f"bench-{uuid.uuid4().hex[:8]}"
+async def run(stack: Stack, settings: Settings, n: int, workers: int, users: int) -> None:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    recipients = [f"{prefix}-{i}" for i in range(users)]
     received: dict[str, float] = {}
     done = asyncio.Event()
-    client = socketio.AsyncClient(reconnection=False)
+    clients = [socketio.AsyncClient(reconnection=False) for _ in recipients]
 
-    @client.on("notification", namespace="/notifications")
     async def on_note(data: dict) -> None:
         received[data["title"]] = time.perf_counter()
         if len(received) >= n:
             done.set()
 
-    await client.connect(stack.public_url, namespaces=["/notifications"], transports=["websocket"],
-                         auth={"token": mint(settings, sub=user)}, wait_timeout=20)
+    for client, user in zip(clients, recipients):
+        client.on("notification", on_note, namespace="/notifications")
+        await client.connect(stack.public_url, namespaces=["/notifications"], transports=["websocket"],
+                             auth={"token": mint(settings, sub=user)}, wait_timeout=20)
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all", linger_ms=5)
     reference = AIOKafkaConsumer(EVENTS_TOPIC, bootstrap_servers=stack.kafka_bootstrap,
                                  group_id=f"bench-reference-{uuid.uuid4().hex[:6]}", auto_offset_reset="latest")
@@ -55,8 +57,8 @@ async def run(stack: Stack, settings: Settings, n: int, workers: int) -> None:
     inboxes = mongo[settings.mongo_db]["inboxes"]
 
     async def all_stored() -> float:
-        # The user's inbox position counts what is stored: read from the primary every 20 ms.
-        while (await inboxes.find_one({"_id": user}, {"seq": 1}) or {}).get("seq", 0) < n:
+        # The users' inbox positions count what is stored: read from the primary every 20 ms.
+        while sum([doc.get("seq", 0) async for doc in inboxes.find({"_id": {"$in": recipients}}, {"seq": 1})]) < n:
             await asyncio.sleep(0.02)
         return time.perf_counter()
 
@@ -65,8 +67,8 @@ async def run(stack: Stack, settings: Settings, n: int, workers: int) -> None:
         stored_at = asyncio.create_task(all_stored())
         for i in range(n):
             event = {"event_id": f"b-{uuid.uuid4().hex}", "type": "notification.requested",
-                     "occurred_at": "2026-11-22T00:00:00Z", "actor": {"id": "bench"}, "recipients": [user],
-                     "notification": {"type": "bench.event", "title": str(i)}}
+                     "occurred_at": "2026-11-22T00:00:00Z", "actor": {"id": "bench"},
+                     "recipients": [recipients[i % users]], "notification": {"type": "bench.event", "title": str(i)}}
             sent_at[str(i)] = time.perf_counter()
             await producer.send(EVENTS_TOPIC, orjson.dumps(event), key=event["event_id"].encode())
         await producer.flush()
@@ -83,7 +85,8 @@ async def run(stack: Stack, settings: Settings, n: int, workers: int) -> None:
         hub_s = max(received.values()) - t0
         stored_s = await stored_at - t0
         latencies = [(received[k] - sent_at[k]) * 1000 for k in sent_at]
-        print(f"\nnotihub ingest benchmark ({n} events, {workers} ingest worker(s), 3 partitions, {os.cpu_count()} cores)")
+        print(f"\nnotihub ingest benchmark ({n} events to {users} user(s), {workers} ingest worker(s), 3 partitions, "
+              f"{os.cpu_count()} cores)")
         print(f"{'produced (acks=all)':<46} {produced_s * 1000:8.0f}ms  {n / produced_s:8,.0f} events/s")
         print(f"{'reference: bare consumer has them all':<46} {kafka_s * 1000:8.0f}ms  {n / kafka_s:8,.0f} events/s")
         print(f"{'stored: the last notification in MongoDB':<46} {stored_s * 1000:8.0f}ms  {n / stored_s:8,.0f} events/s")
@@ -94,7 +97,7 @@ async def run(stack: Stack, settings: Settings, n: int, workers: int) -> None:
         await mongo.close()
         await reference.stop()
         await producer.stop()
-        await client.disconnect()
+        await asyncio.gather(*(client.disconnect() for client in clients))
 
 
 def main() -> None:
@@ -102,18 +105,23 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=3000, help="events in the burst (default 3000)")
     parser.add_argument("--ingest-workers", type=int, default=1, help="ingest workers (default 1)")
+    parser.add_argument("--users", type=int, default=1,
+                        help="recipients, one socket each, the events going to them in turn (default 1: every "
+                             "event to one user, who goes over the per-user cap, so each commit is followed by a trim)")
     args = parser.parse_args()
+    if args.events < 1 or args.users < 1:
+        parser.error("--events and --users must be at least 1")
     base = free_port_run(16)
     env = {"NOTIHUB_PUBLIC_PORT": str(base), "NOTIHUB_API_PORT": str(base + 1), "NOTIHUB_REDIS_PORT": str(base + 2),
            "NOTIHUB_MONGO_BASE_PORT": str(base + 3), "NOTIHUB_SOCKET_BASE_PORT": str(base + 6),
            "NOTIHUB_SOCKET_WORKERS": "1", "NOTIHUB_KAFKA_PORT": str(base + 8),
            "NOTIHUB_KAFKA_CONTROLLER_PORT": str(base + 9), "NOTIHUB_INGEST_BASE_PORT": str(base + 10),
            "NOTIHUB_INGEST_WORKERS": str(args.ingest_workers), "NOTIHUB_LOG_LEVEL": "WARNING",
-           # Every event goes to one user: past the per-recipient throttle they would be stored
-           # and not pushed, and the socket that counts them would wait for ever.
+           # Every event goes to a few users: past the per-recipient throttle they would be stored
+           # and not pushed, and the sockets that count them would wait for ever.
            "NOTIHUB_USER_MAX_PER_MINUTE": "0"}
     with tempfile.TemporaryDirectory(prefix="notihub-bench-") as tmp, Stack(state_dir=tmp, env=env) as stack:
-        asyncio.run(run(stack, Settings.from_env(stack.child_env()), args.events, args.ingest_workers))
+        asyncio.run(run(stack, Settings.from_env(stack.child_env()), args.events, args.ingest_workers, args.users))
 
 
 if __name__ == "__main__":
