@@ -17,13 +17,13 @@ notifications and the recipient's inbox document together):
    recipient, however often the source comes again, concurrent repeats included. The pair lives
    in ``notification_sources`` (``{_id: the notification's id, source, recipient, created_at}``,
    unique on ``{source, recipient}``), written in the same transaction as the notification (and
-   removed in the one that deletes it, except a trim, below): of two transactions that store one pair, one fails on that index (at once, or
-   after a write conflict when the driver does it again) and ``commit`` does it again without
-   the repeat. A notification the user deleted leaves a tombstone for as long as an idempotency
-   key is kept, so that a repeat does not bring it back. One trimmed by the per-user cap keeps
-   its pair, so that a redelivery does not bring it back either; one expired may be stored
-   again. A pair expires with its notification, or (trimmed) on its own, by the same TTL
-   backstop (retention plus a day).
+   removed in the one that deletes it, except a trim, below): of two transactions that store
+   one pair, one fails on that index (at once, or after a write conflict when the driver does it
+   again) and ``commit`` does it again without the repeat. A notification the user deleted
+   leaves a tombstone for as long as an idempotency key is kept, so that a repeat does not bring
+   it back. One trimmed by the per-user cap keeps its pair, so that a redelivery does not bring
+   it back either; one expired may be stored again. A pair expires with its notification, or
+   (trimmed) on its own, by the same TTL backstop (retention plus a day).
 
 The transaction reads the inbox documents and writes them back; two transactions that touch
 the same user conflict and one is retried by the driver, which is what serialises a user's
