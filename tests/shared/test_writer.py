@@ -8,14 +8,21 @@ import pytest
 from bson.errors import InvalidDocument
 from pymongo.errors import OperationFailure
 
-from shared.models import Draft
+from shared.ids import new_id
+from shared.models import Draft, Notification, utcnow
 from shared.presence import Presence
+from shared.writer import ANNOUNCE_BACKLOG, GroupWriter
 
 from ..conftest import fail_point
 
 
 def user():
     return f"gc-{uuid.uuid4().hex[:8]}"
+
+
+def note(recipient):
+    now = utcnow()
+    return Notification(id=new_id(now), type="post.liked", recipient=recipient, actor=None, created_at=now)
 
 
 async def committed_transactions(runtime):
@@ -95,3 +102,24 @@ async def test_a_fan_out_whose_batch_fails_midway_fails_and_its_retry_stores_eac
     stored = runtime.db["notification_sources"].find({"source": draft.source}, {"recipient": 1})
     recipients = [doc["recipient"] async for doc in stored]
     assert sorted(recipients) == sorted(users)
+
+
+async def test_a_paused_redis_holds_back_commits_past_the_backlog_not_the_answers(runtime):
+    writer = GroupWriter(store=runtime.service.store, bus=runtime.service.bus)
+    users = [user() for _ in range(ANNOUNCE_BACKLOG + 3)]
+    await runtime.redis.execute_command("CLIENT", "PAUSE", 4000, "WRITE")  # lifted by itself after 4 s
+    try:
+        # The first announcement waits for Redis, ANNOUNCE_BACKLOG more wait behind it (and their
+        # requests have their answers), and the request of the commit after those is answered
+        # before its writer waits for room: a slow Redis holds commits back, not answers.
+        for u in users[:-1]:
+            assert len(await asyncio.wait_for(writer.write([note(u)]), 3)) == 1
+        assert writer._announcements.full()
+        held = asyncio.create_task(writer.write([note(users[-1])]))
+    finally:
+        await runtime.redis.execute_command("CLIENT", "UNPAUSE")
+    # Once Redis is back, the commit that waited is made and every announcement goes out.
+    assert len(await asyncio.wait_for(held, 10)) == 1
+    await writer.close()
+    assert writer._announcements.empty()
+    assert all(i.seq == 1 for i in (await runtime.service.inboxes(users)).values())
