@@ -7,12 +7,13 @@ import uuid
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from devstack.hub import HubProcess
 from devstack.ports import free_port
 from ingest.consumer import UNEXPECTED_ATTEMPTS, EventConsumer
 from shared.events.handler import EventHandler
-from shared.kafka import EVENTS_TOPIC, open_producer
+from shared.kafka import CONSUMER_GROUP, EVENTS_TOPIC, open_producer
 
 from ..conftest import fail_point
 from .conftest import make_event
@@ -84,6 +85,25 @@ async def test_a_worker_stopped_mid_burst_exits_at_once_and_loses_nothing(hub, s
     assert sorted(titles) == sorted(e["notification"]["title"] for e in sent)
 
 
+async def group_settles(stack, workers: list[str], timeout: float = 60) -> None:
+    """Wait until the ingest group is stable with exactly these workers as members. Kafka tells
+    nobody when a group settles: ask it until it says so, within a deadline."""
+    wanted = sorted(f"notihub-ingest-{worker}" for worker in workers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                [response] = await admin.describe_consumer_groups([CONSUMER_GROUP])
+                [group] = response.to_object()["groups"]
+                members = sorted(member["client_id"] for member in group["members"])
+                if group["state"] == "Stable" and members == wanted:
+                    return
+                await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+
+
 @pytest.mark.parametrize("leave", ["stop", "kill"])
 async def test_rebalances_between_two_workers_lose_and_duplicate_nothing(hub, stack, events, inserts, runtime, leave):
     users = [hub.new_user("rb") for _ in range(240)]
@@ -101,6 +121,8 @@ async def test_rebalances_between_two_workers_lose_and_duplicate_nothing(hub, st
             starting = asyncio.create_task(asyncio.to_thread(second.start))
             await produce(users[80:160])
             await starting
+            # i9 holds partitions when it leaves.
+            await group_settles(stack, ["i0", "i9"])
             await seen.count(120)
             # It leaves again, cleanly or by dying: its partitions come back to i0.
             if leave == "stop":
@@ -109,6 +131,8 @@ async def test_rebalances_between_two_workers_lose_and_duplicate_nothing(hub, st
                 second.kill()
             await produce(users[160:])
             docs = await seen.count(240, timeout=90)
+        # The tests after this one find the group whole again (i0 alone, every partition).
+        await group_settles(stack, ["i0"])
     finally:
         second.stop()
     assert sorted(d["recipient"] for d in docs) == sorted(users)
