@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from pymongo.read_concern import ReadConcern
 
 from shared.kafka import DLQ_TOPIC
@@ -84,3 +85,12 @@ async def dlq(stack) -> AsyncIterator[AIOKafkaConsumer]:
     await consumer.position(tp)
     yield consumer
     await consumer.stop()
+
+
+@pytest.fixture
+async def kafka_admin(stack) -> AsyncIterator[AIOKafkaAdminClient]:
+    """Kafka's admin API, to ask what Kafka tells nobody (a group's offsets and members)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    yield admin
+    await admin.close()

@@ -7,7 +7,6 @@ import uuid
 
 import orjson
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from devstack.hub import HubProcess
 from devstack.ports import free_port
@@ -85,27 +84,22 @@ async def test_a_worker_stopped_mid_burst_exits_at_once_and_loses_nothing(hub, s
     assert sorted(titles) == sorted(e["notification"]["title"] for e in sent)
 
 
-async def group_settles(stack, workers: list[str], timeout: float = 60) -> None:
+async def group_settles(admin, workers: list[str], timeout: float = 60) -> None:
     """Wait until the ingest group is stable with exactly these workers as members. Kafka tells
     nobody when a group settles: ask it until it says so, within a deadline."""
     wanted = sorted(f"notihub-ingest-{worker}" for worker in workers)
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-    await admin.start()
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                [response] = await admin.describe_consumer_groups([CONSUMER_GROUP])
-                [group] = response.to_object()["groups"]
-                members = sorted(member["client_id"] for member in group["members"])
-                if group["state"] == "Stable" and members == wanted:
-                    return
-                await asyncio.sleep(0.1)
-    finally:
-        await admin.close()
+    async with asyncio.timeout(timeout):
+        while True:
+            [response] = await admin.describe_consumer_groups([CONSUMER_GROUP])
+            [group] = response.to_object()["groups"]
+            if group["state"] == "Stable" and sorted(m["client_id"] for m in group["members"]) == wanted:
+                return
+            await asyncio.sleep(0.1)
 
 
 @pytest.mark.parametrize("leave", ["stop", "kill"])
-async def test_rebalances_between_two_workers_lose_and_duplicate_nothing(hub, stack, events, inserts, runtime, leave):
+async def test_rebalances_between_two_workers_lose_and_duplicate_nothing(hub, stack, events, inserts, runtime, leave,
+                                                                        kafka_admin):
     users = [hub.new_user("rb") for _ in range(240)]
     second = extra_worker(stack, "i9", free_port())
 
@@ -122,7 +116,7 @@ async def test_rebalances_between_two_workers_lose_and_duplicate_nothing(hub, st
             await produce(users[80:160])
             await starting
             # i9 holds partitions when it leaves.
-            await group_settles(stack, ["i0", "i9"])
+            await group_settles(kafka_admin, ["i0", "i9"])
             await seen.count(120)
             # It leaves again, cleanly or by dying: its partitions come back to i0.
             if leave == "stop":
@@ -132,7 +126,7 @@ async def test_rebalances_between_two_workers_lose_and_duplicate_nothing(hub, st
             await produce(users[160:])
             docs = await seen.count(240, timeout=90)
         # The tests after this one find the group whole again (i0 alone, every partition).
-        await group_settles(stack, ["i0"])
+        await group_settles(kafka_admin, ["i0"])
     finally:
         second.stop()
     assert sorted(d["recipient"] for d in docs) == sorted(users)

@@ -5,7 +5,6 @@ import asyncio
 import orjson
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.kafka import CONSUMER_GROUP, EVENTS_TOPIC
 
@@ -197,7 +196,7 @@ async def test_metrics_show_processed_counts_and_lag(hub, events, inserts, http,
     assert len(lags) == 3, lags  # one per partition of notihub.events, all assigned to the one worker
 
 
-async def test_offsets_are_committed_after_the_events_are_stored(hub, events, inserts, stack):
+async def test_offsets_are_committed_after_the_events_are_stored(hub, events, inserts, kafka_admin):
     """The offsets of a poll are committed (for all its partitions at once) once its events are
     stored, while the next poll is handled: they reach past every stored event."""
     users = [hub.new_user() for _ in range(3)]
@@ -205,16 +204,11 @@ async def test_offsets_are_committed_after_the_events_are_stored(hub, events, in
         sent = [await events.send(make_event("moderation.penalized", user={"id": user}, reason="x"), partition=i)
                 for i, user in enumerate(users)]
         await seen.count(3)
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-    await admin.start()
-    try:
-        wanted = {TopicPartition(EVENTS_TOPIC, meta.partition): meta.offset + 1 for meta in sent}
-        # Kafka tells nobody when a group commits: ask it until it says so, within a deadline.
-        async with asyncio.timeout(30):
-            while True:
-                committed = await admin.list_consumer_group_offsets(CONSUMER_GROUP, partitions=list(wanted))
-                if all(tp in committed and committed[tp].offset >= offset for tp, offset in wanted.items()):
-                    break
-                await asyncio.sleep(0.05)
-    finally:
-        await admin.close()
+    wanted = {TopicPartition(EVENTS_TOPIC, meta.partition): meta.offset + 1 for meta in sent}
+    # Kafka tells nobody when a group commits: ask it until it says so, within a deadline.
+    async with asyncio.timeout(30):
+        while True:
+            committed = await kafka_admin.list_consumer_group_offsets(CONSUMER_GROUP, partitions=list(wanted))
+            if all(tp in committed and committed[tp].offset >= offset for tp, offset in wanted.items()):
+                break
+            await asyncio.sleep(0.05)
