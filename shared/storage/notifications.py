@@ -387,14 +387,19 @@ class NotificationStore:
     async def _remove(self, session: AsyncClientSession, recipient: str, docs: Sequence[dict[str, Any]]) -> Changed:
         # `docs` were read in this transaction: each {_id, read, source}.
         positions = await self._positions(session, [recipient])
-        p = positions[recipient]
         ids = [doc["_id"] for doc in docs]
         await self._coll.delete_many({"recipient": recipient, "_id": {"$in": ids}}, session=session)
         sources = list({doc["source"] for doc in docs if doc.get("source") is not None})
         if sources:
             # Its source may store it again (after a deletion, the tombstone says otherwise).
             await self._sources.delete_many({"source": {"$in": sources}, "recipient": recipient}, session=session)
-        unread = sum(1 for doc in docs if not doc.get("read"))
+        return await self._counted_out(session, positions, recipient, ids,
+                                       unread=sum(1 for doc in docs if not doc.get("read")))
+
+    async def _counted_out(self, session: AsyncClientSession, positions: dict[str, _Position], recipient: str,
+                           ids: list[ObjectId], *, unread: int) -> Changed:
+        # The inbox after removing ``ids`` (``unread`` of them unread), saved in the same transaction.
+        p = positions[recipient]
         p.unread, p.total, p.ver = max(0, p.unread - unread), max(0, p.total - len(ids)), p.ver + 1
         await self._save(session, positions)
         return Changed(ids=ids, inbox=p.inbox(recipient), count=len(ids))
@@ -419,9 +424,7 @@ class NotificationStore:
             unread = await self._coll.count_documents({**trimmed, "read": False}, session=session)
             await self._coll.delete_many(trimmed, session=session)
             # The source pairs stay (invariant 5): a redelivery does not bring a trimmed one back.
-            p.unread, p.total, p.ver = max(0, p.unread - unread), max(0, p.total - len(ids)), p.ver + 1
-            await self._save(session, positions)
-            return Changed(ids=ids, inbox=p.inbox(recipient), count=len(ids))
+            return await self._counted_out(session, positions, recipient, ids, unread=unread)
 
         return await self._transaction(work)
 
