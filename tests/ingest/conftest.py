@@ -87,6 +87,15 @@ async def dlq(stack) -> AsyncIterator[AIOKafkaConsumer]:
     await consumer.stop()
 
 
+async def ask_kafka_until(question, timeout: float = 30) -> None:
+    """Ask Kafka ``question()`` until it answers yes, within ``timeout`` seconds. Kafka tells
+    nobody outside a group when the group commits or settles: there is no event to wait for, so
+    the questions are paced, a tenth of a second apart."""
+    async with asyncio.timeout(timeout):
+        while not await question():
+            await asyncio.sleep(0.1)
+
+
 @pytest.fixture
 async def kafka_admin(stack) -> AsyncIterator[AIOKafkaAdminClient]:
     """Kafka's admin API, to ask what Kafka tells nobody (a group's offsets and members)."""

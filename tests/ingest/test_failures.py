@@ -15,7 +15,7 @@ from shared.events.handler import EventHandler
 from shared.kafka import CONSUMER_GROUP, EVENTS_TOPIC, open_producer
 
 from ..conftest import fail_point
-from .conftest import make_event
+from .conftest import ask_kafka_until, make_event
 from .crashing_worker import CRASH_AFTER_EVENT
 
 pytestmark = pytest.mark.slow
@@ -84,17 +84,16 @@ async def test_a_worker_stopped_mid_burst_exits_at_once_and_loses_nothing(hub, s
     assert sorted(titles) == sorted(e["notification"]["title"] for e in sent)
 
 
-async def group_settles(admin, workers: list[str], timeout: float = 60) -> None:
-    """Wait until the ingest group is stable with exactly these workers as members. Kafka tells
-    nobody when a group settles: ask it until it says so, within a deadline."""
+async def group_settles(admin, workers: list[str]) -> None:
+    """Wait until the ingest group is stable with exactly these workers as members."""
     wanted = sorted(f"notihub-ingest-{worker}" for worker in workers)
-    async with asyncio.timeout(timeout):
-        while True:
-            [response] = await admin.describe_consumer_groups([CONSUMER_GROUP])
-            [group] = response.to_object()["groups"]
-            if group["state"] == "Stable" and sorted(m["client_id"] for m in group["members"]) == wanted:
-                return
-            await asyncio.sleep(0.1)
+
+    async def settled() -> bool:
+        [response] = await admin.describe_consumer_groups([CONSUMER_GROUP])
+        [group] = response.to_object()["groups"]
+        return group["state"] == "Stable" and sorted(m["client_id"] for m in group["members"]) == wanted
+
+    await ask_kafka_until(settled, timeout=60)
 
 
 @pytest.mark.parametrize("leave", ["stop", "kill"])

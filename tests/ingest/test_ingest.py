@@ -8,7 +8,7 @@ from aiokafka import TopicPartition
 
 from shared.kafka import CONSUMER_GROUP, EVENTS_TOPIC
 
-from .conftest import fence, make_event
+from .conftest import ask_kafka_until, fence, make_event
 
 POST = {"id": "42", "title": "Graphs", "url": "/posts/42"}
 
@@ -205,10 +205,9 @@ async def test_offsets_are_committed_after_the_events_are_stored(hub, events, in
                 for i, user in enumerate(users)]
         await seen.count(3)
     wanted = {TopicPartition(EVENTS_TOPIC, meta.partition): meta.offset + 1 for meta in sent}
-    # Kafka tells nobody when a group commits: ask it until it says so, within a deadline.
-    async with asyncio.timeout(30):
-        while True:
-            committed = await kafka_admin.list_consumer_group_offsets(CONSUMER_GROUP, partitions=list(wanted))
-            if all(tp in committed and committed[tp].offset >= offset for tp, offset in wanted.items()):
-                break
-            await asyncio.sleep(0.05)
+
+    async def committed_past_them() -> bool:
+        committed = await kafka_admin.list_consumer_group_offsets(CONSUMER_GROUP, partitions=list(wanted))
+        return all(tp in committed and committed[tp].offset >= offset for tp, offset in wanted.items())
+
+    await ask_kafka_until(committed_past_them)
