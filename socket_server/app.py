@@ -21,6 +21,7 @@ from shared.presence import LEASE_SECONDS, Presence
 from shared.ratelimit import LocalLimiter, Rate, RedisLimiter
 from shared.runtime import Runtime, open_runtime
 from shared.settings import Settings
+from shared.storage.notifications import COMMIT_BATCH
 from shared.tokens import TokenVerifier
 
 from .drain import Drainer
@@ -196,14 +197,23 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
         async with open_runtime(settings, app_name=f"notihub-socket-{worker_id}") as runtime:
             app[RUNTIME] = runtime
 
-            async def emit(event: str, data: object, sid: str) -> None:
-                # A client that stops reading is closed rather than queued for without end; it
-                # reconnects and replays from `since`.
+            def eio_socket(sid: str) -> Any:
                 eio_sid = sio.manager.eio_sid_from_sid(sid, NAMESPACE)
-                socket = sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+                return sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+
+            def backlog(sid: str) -> int:
+                socket = eio_socket(sid)
+                return socket.queue.qsize() if socket is not None else 0
+
+            async def emit(event: str, data: object, sid: str) -> None:
+                socket = eio_socket(sid)
                 if socket is None:
                     return  # gone meanwhile
-                if socket.queue.qsize() >= settings.max_socket_queue:
+                # The hub judges a socket before each bus message (hub.py, rule 7); this ceiling
+                # bounds the rest (a sync's replay and held events) just as well: a client that
+                # stops reading is closed rather than queued for without end, and it reconnects
+                # and replays from `since`.
+                if socket.queue.qsize() >= settings.max_socket_queue + COMMIT_BATCH:
                     metrics.DROPPED_SLOW.inc()
                     await reconnect(sio, sid)
                     return
@@ -212,12 +222,13 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
                 # and wait per recipient. What the hub sends is JSON (from the bus or MongoDB),
                 # never bytes: no search for binary attachments in every packet.
                 packet = sio.packet_class(EVENT, namespace=NAMESPACE, data=[event, data], binary=False)
-                await sio.eio.send(eio_sid, packet.encode())
+                await sio.eio.send(socket.sid, packet.encode())
 
             async def drop(sid: str) -> None:
                 await reconnect(sio, sid)
 
             hub = Hub(service=runtime.service, renderer=renderer, emit=emit, drop=drop,
+                      backlog=backlog, max_queue=settings.max_socket_queue,
                       init_limit=settings.init_limit, replay_limit=settings.replay_limit,
                       throttle=LocalLimiter(Rate(settings.user_max_per_minute, 60), clock=time.time))
             app[HUB] = hub

@@ -28,6 +28,13 @@ Invariants, each proven in tests/socket_server/test_hub.py:
    (by their creation time, so every worker decides alike); the excess is stored, counted and
    moves ``since`` without being sent: the inbox (``list``, ``init``) shows it, and the next event
    that carries a badge brings the exact count.
+7. Whether a socket's client stopped reading is judged once per bus message, before any of the
+   message's packets for it: if ``max_queue`` packets still wait in its queue, it is closed (its
+   client replays from ``since``); otherwise the message's packets for it are queued whole. A
+   commit brings one user at most COMMIT_BATCH notifications (a request notifies a user once, an
+   ingest poll holds that many events), so a commit never closes a socket that reads, however
+   many of its notifications are for one user, and a queue holds at most ``max_queue`` plus
+   COMMIT_BATCH packets (the worker closes a socket past that, whatever sent them).
 
 States of a socket: attached (syncing) → live; live → catching up (syncing) on a gap or a check
 that finds it behind → live; any state → closed when a MongoDB read fails or ``held`` overflows.
@@ -56,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 Emit = Callable[[str, Any, str], Awaitable[None]]
 Drop = Callable[[str], Awaitable[None]]
+# Packets queued for a socket and not yet sent (0 for a socket gone meanwhile).
+Backlog = Callable[[str], int]
 
 # Sockets caught up at once (each is two MongoDB reads).
 CATCH_UP_CONCURRENCY = 16
@@ -67,6 +76,8 @@ SYNC_CONCURRENCY = 32
 CHECK_BATCH = 1000
 # Live events a syncing socket holds before its client is deemed too far behind.
 MAX_HELD = 1000
+# Unsent packets a socket may have when a bus message reaches it (rule 7).
+MAX_QUEUE = 1000
 _ZERO = ObjectId(bytes(12))
 
 # A held notification (the message it came in, its item, whether it is throttled), or a held
@@ -99,7 +110,8 @@ class Hub:
 
     def __init__(self, *, service: NotificationService, renderer: Renderer, emit: Emit, drop: Drop,
                  init_limit: int, replay_limit: int, max_held: int = MAX_HELD, jitter: float = 1.0,
-                 throttle: LocalLimiter | None = None) -> None:
+                 throttle: LocalLimiter | None = None, backlog: Backlog = lambda sid: 0,
+                 max_queue: int = MAX_QUEUE) -> None:
         self._service = service
         self._renderer = renderer
         self._emit = emit
@@ -109,6 +121,8 @@ class Hub:
         self._max_held = max_held
         self._jitter = jitter
         self._throttle = throttle or LocalLimiter(Rate(0, 60))
+        self._backlog = backlog
+        self._max_queue = max_queue
         self._by_sid: dict[str, Connection] = {}
         self._by_user: dict[str, set[Connection]] = defaultdict(set)
         self._slots = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
@@ -221,11 +235,14 @@ class Hub:
     def _hold(self, conn: Connection, entry: _HeldNote | _HeldBadge) -> None:
         if len(conn.held) >= self._max_held:
             # Rule 2: too far behind; its client replays from `since` after reconnecting.
-            metrics.DROPPED_SLOW.inc()
-            conn.held.clear()
-            self._spawn(self._drop(conn.sid))
+            self._spawn(self._close_slow(conn))
             return
         conn.held.append(entry)
+
+    def _close_slow(self, conn: Connection) -> Awaitable[None]:
+        metrics.DROPPED_SLOW.inc()
+        conn.held.clear()
+        return self._drop(conn.sid)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -300,8 +317,18 @@ class Hub:
             metrics.BUS_MESSAGES.labels("gap").inc()
             await self.check(reason="gap", jitter=self._jitter)
 
+    async def _reading(self, conn: Connection, judged: dict[Connection, bool]) -> bool:
+        # Rule 7: whether the socket takes this message, judged at its first packet for it.
+        reading = judged.get(conn)
+        if reading is None:
+            reading = judged[conn] = self._backlog(conn.sid) < self._max_queue
+            if not reading:
+                await self._close_slow(conn)
+        return reading
+
     async def _deliver(self, delivered: Delivered) -> None:
         rendered: dict[tuple[int, str], dict[str, Any]] = {}
+        judged: dict[Connection, bool] = {}
         now = time.time()
         for item in delivered.items:
             conns = self._by_user.get(item.recipient)
@@ -313,13 +340,18 @@ class Hub:
             # Rule 6, decided once per notification, by its creation time: the same on every worker.
             quiet = not self._throttle.hit((item.recipient, content.type), at=created).allowed
             for conn in list(conns):
+                if not await self._reading(conn, judged):
+                    continue
                 if conn.syncing:
                     self._hold(conn, (delivered, item, quiet))
                 else:
                     await self._offer(conn, delivered, item, rendered, "live", quiet=quiet)
 
     async def _broadcast(self, user: str, event: str, data: dict[str, Any], unread: int, ver: int) -> None:
+        judged: dict[Connection, bool] = {}
         for conn in list(self._by_user.get(user, ())):
+            if not await self._reading(conn, judged):
+                continue
             if conn.syncing:
                 # After init, so the count it carries is never overwritten by an older one.
                 self._hold(conn, (event, data, unread, ver))

@@ -36,6 +36,23 @@ class Dropped(list):
         self.append(sid)
 
 
+class Queues:
+    """Stands in for the sockets' packet queues: what was emitted to a socket and its client has
+    not read yet (a real queue cannot be read from in the middle of one bus message either)."""
+
+    def __init__(self, emit):
+        self.emit, self.read = emit, {}
+
+    def _sent(self, sid):
+        return sum(1 for _, _, s in self.emit.sent if s == sid)
+
+    def __call__(self, sid):
+        return self._sent(sid) - self.read.get(sid, 0)
+
+    def drain(self, sid):
+        self.read[sid] = self._sent(sid)
+
+
 class Reads:
     """A fake service, named as such: counts MongoDB reads, and fails them on cue (a failure
     a real replica set cannot be made to show at one exact read)."""
@@ -296,3 +313,27 @@ async def test_a_socket_too_far_behind_is_closed(runtime):
             await hub.handle(Delivered(message.contents, [item]))
     await asyncio.gather(*hub._tasks)
     assert dropped == ["sid1"]
+
+
+async def test_a_message_is_queued_whole_and_a_socket_still_full_at_the_next_is_closed(runtime):
+    user = new_user()
+    emit, dropped = Recorder(), Dropped()
+    queues = Queues(emit)
+    hub = Hub(service=runtime.service, renderer=Renderer(default_lang="en"), emit=emit, drop=dropped,
+              init_limit=20, replay_limit=500, jitter=0, backlog=queues, max_queue=3)
+    conn = hub.attach("sid1", user=user, lang="en")
+    await hub.sync(conn, since=None)
+    queues.drain("sid1")
+    # One commit of more notifications than the bound: the socket reads, so it gets them all.
+    stored, messages = await commit(runtime, *(note(user) for _ in range(5)))
+    await announce(hub, messages)
+    assert emit.ids() == [str(s.notification.id) for s in stored] and dropped == []
+    # Its client reads none of them: the next message finds the queue full and closes it.
+    _, messages = await commit(runtime, note(user))
+    await announce(hub, messages)
+    assert dropped == ["sid1"] and len(emit.ids()) == 5
+    # A read-state change is judged the same way, for each socket of the user.
+    reader = hub.attach("sid2", user=user, lang="en")
+    reader.syncing = False
+    await hub.handle(ReadChanged(user=user, ids=[], all=True, unread_count=0, ver=99))
+    assert dropped == ["sid1", "sid1"] and emit.sent[-1][2] == "sid2"
