@@ -23,6 +23,7 @@ from shared.events.models import Event, InvalidEvent, parse_event
 from shared.kafka import CONSUMER_GROUP, DLQ_TOPIC, EVENTS_TOPIC
 from shared.runtime import services_fault
 from shared.settings import Settings
+from shared.storage.notifications import COMMIT_BATCH
 
 from . import metrics
 
@@ -30,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 # Tries before a record that keeps raising an unexpected error is dead-lettered.
 UNEXPECTED_ATTEMPTS = 3
+# Records per poll: a commit's worth, so that the events of one poll bring a user at most as many
+# notifications as one commit does (which a socket that reads always takes whole: see
+# socket_server/hub.py, rule 7).
+POLL_RECORDS = COMMIT_BATCH
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):
@@ -68,7 +73,7 @@ class EventConsumer:
             client_id=f"notihub-ingest-{worker_id}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=500,
+            max_poll_records=POLL_RECORDS,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
         )
@@ -99,7 +104,7 @@ class EventConsumer:
         that commit is under way, and its own commit waits for it, so offsets move forward in
         order and never past a record that is not stored."""
         while True:
-            batches = await self.consumer.getmany(timeout_ms=500, max_records=500)
+            batches = await self.consumer.getmany(timeout_ms=500, max_records=POLL_RECORDS)
             if batches:
                 self._idle.clear()
                 try:

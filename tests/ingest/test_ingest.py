@@ -160,6 +160,28 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_consumption_goes_on(h
     assert headers["notihub.source"].decode() == f"{EVENTS_TOPIC}/{meta.partition}/{meta.offset}"
 
 
+async def test_a_burst_of_events_to_one_user_reaches_a_reading_client_whole(hub, js, kafka_producer):
+    """Polls bring one user many notifications at once (up to a commit's worth): a client that
+    reads gets them all, once, in order, and is never closed as a slow one (socket_server/hub.py,
+    rule 7)."""
+    user = hub.new_user("burst")
+    sock = await hub.connect(js, "burst", user)
+    await sock.wait_for("init")
+    n = 4 * hub.settings.max_socket_queue
+    sent = [make_event("notification.requested", recipients=[user],
+                       notification={"type": "chat.message", "title": f"#{i}"}) for i in range(n)]
+    # Queued together on one partition, so that polls hand them out in large batches.
+    queued = [await kafka_producer.send(EVENTS_TOPIC, value=orjson.dumps(e), key=e["event_id"].encode(), partition=0)
+              for e in sent]
+    await asyncio.gather(*queued)
+    await sock.wait_for("notification", predicate=lambda _: len(sock.events("notification")) >= n, timeout=30)
+    notes = sock.events("notification")
+    assert sorted(note["title"] for note in notes) == sorted(e["notification"]["title"] for e in sent)
+    assert [note["unread_count"] for note in notes] == list(range(1, n + 1))
+    assert [note["id"] for note in notes] == sorted(note["id"] for note in notes)
+    assert "disconnect" not in sock.names()
+
+
 async def test_post_events_validates_then_goes_through_kafka(hub, js, inserts):
     author = hub.new_user()
     sock = await hub.connect(js, "a", author)
