@@ -4,6 +4,7 @@ fallback catches. Against the session's real Redis (and, imported by tests/clust
 import asyncio
 
 import pytest
+import redis
 
 from shared import redisconn
 from shared.web import new_event_loop
@@ -57,3 +58,26 @@ def test_a_connection_closed_under_the_client_is_made_again(settings, loop):
             await client.aclose()
 
     assert on_loop(loop, closed_then_used) == b"1"
+
+
+
+def test_new_connections_share_the_driver_info_resolved_once(settings):
+    """A connection that resolves redis-py's name and version itself (what CLIENT SETINFO tells
+    servers that know it) reads the package's metadata from disk; the pool's connections share
+    one copy, resolved when the client is made."""
+    if redisconn.is_cluster_url(settings.redis_url):
+        pytest.skip("the cluster client resolves it once itself")
+
+    async def made():
+        client = redisconn.connect(settings.redis_url, timeout=5)
+        try:
+            connections = [await client.connection_pool.get_connection() for _ in range(3)]
+            for connection in connections:
+                await client.connection_pool.release(connection)
+            return [c.driver_info for c in connections]
+        finally:
+            await client.aclose()
+
+    infos = on_loop("asyncio", made)
+    assert len({id(info) for info in infos}) == 1
+    assert (infos[0].name, infos[0].lib_version) == ("redis-py", redis.__version__)
