@@ -37,7 +37,8 @@ Invariants, each proven in tests/socket_server/test_hub.py:
    COMMIT_BATCH packets (the worker closes a socket past that, whatever sent them).
 
 States of a socket: attached (syncing) → live; live → catching up (syncing) on a gap or a check
-that finds it behind → live; any state → closed when a MongoDB read fails or ``held`` overflows.
+that finds it behind → live; any state → closed when a MongoDB read fails, ``held`` overflows or
+a bus message finds its queue full (rule 7).
 """
 from __future__ import annotations
 
