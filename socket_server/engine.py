@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from typing import Any
 
 import engineio
 import orjson
 import socketio
 from aiohttp import hdrs, web
+
+from shared import metrics
+
+logger = logging.getLogger(__name__)
 
 
 class WorkerEngine(engineio.AsyncServer):
@@ -45,16 +50,74 @@ class WorkerEngine(engineio.AsyncServer):
         return await super().handle_request(request)
 
 
+async def close_session(server: engineio.AsyncServer, eio_sid: str) -> None:
+    """Close an Engine.IO session now: its disconnect handlers run, and its transport shuts."""
+    socket = server.sockets.get(eio_sid)
+    if socket is None:
+        return
+    # Runs the disconnect handlers and queues Engine.IO CLOSE, without waiting for a polling
+    # client to fetch it (it may never: its next poll of a closed session is refused, which
+    # ends its transport just as well). engineio forgets the closed session by itself.
+    await socket.close(wait=False, reason=server.reason.SERVER_DISCONNECT)
+    # A websocket client ignores CLOSE and waits for the websocket itself to shut, which
+    # engineio's writer does once its queue yields None (as when the client goes away).
+    if socket.upgraded:
+        await socket.queue.put(None)
+
+
+# What one binary packet (BINARY_EVENT, BINARY_ACK) may bring. python-socketio keeps a packet's
+# attachments until as many came as its header announced (up to ten digits' worth), so without a
+# bound one client could fill a worker's memory. Nothing the hub's clients send is binary; a few
+# small attachments are still read (and answered by validation like any other argument).
+MAX_ATTACHMENTS = 10
+MAX_ATTACHMENT_BYTES = 1_000_000  # as much as one Engine.IO message may hold
+
+
+class TooManyAttachments(ValueError):
+    """A binary packet announced or brought more than a worker keeps."""
+
+
+class BoundedPacket(socketio.packet.Packet):
+    """A Socket.IO packet whose binary attachments are bounded in number and in bytes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.attachment_bytes = 0
+        super().__init__(*args, **kwargs)
+
+    def decode(self, encoded_packet: Any) -> int:
+        count = super().decode(encoded_packet)
+        if count > MAX_ATTACHMENTS:
+            raise TooManyAttachments(f"a binary packet announced {count} attachments")
+        return count
+
+    def add_attachment(self, attachment: bytes) -> bool:
+        self.attachment_bytes += len(attachment)
+        if self.attachment_bytes > MAX_ATTACHMENT_BYTES:
+            raise TooManyAttachments(f"a binary packet brought over {MAX_ATTACHMENT_BYTES} bytes of attachments")
+        return super().add_attachment(attachment)
+
+
 class WorkerServer(socketio.AsyncServer):
-    """Socket.IO server built on WorkerEngine."""
+    """Socket.IO server built on WorkerEngine, with bounded binary packets."""
 
     def __init__(self, *, worker_id: str, **kwargs) -> None:
         # Set before the base class builds its Engine.IO server.
         self.worker_id = worker_id
-        super().__init__(**kwargs)
+        super().__init__(serializer=BoundedPacket, **kwargs)
 
     def _engineio_server_class(self):
         return functools.partial(WorkerEngine, worker_id=self.worker_id)
+
+    async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except TooManyAttachments as exc:
+            # As a message over Engine.IO's limit does: the connection is closed (its client
+            # may come back, with what it holds).
+            self._binary_packet.pop(eio_sid, None)
+            logger.info("closing Engine.IO session %s: %s", eio_sid, exc)
+            metrics.FLOODERS_DISCONNECTED.inc()
+            await close_session(self.eio, eio_sid)
 
 
 class FastJson:

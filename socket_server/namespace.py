@@ -25,6 +25,7 @@ from shared.service import NotificationService
 from shared.tokens import TokenVerifier
 from shared.web import client_address
 
+from .engine import close_session
 from .hub import Connection, Hub
 
 logger = logging.getLogger(__name__)
@@ -73,17 +74,8 @@ async def reconnect(server: socketio.AsyncServer, sid: str) -> None:
     ``since``). A namespace disconnect would not do: socket.io-client never reconnects after an
     "io server disconnect"; after a closed transport it does, with its back-off."""
     eio_sid = server.manager.eio_sid_from_sid(sid, NAMESPACE)
-    socket = server.eio.sockets.get(eio_sid) if eio_sid is not None else None
-    if socket is None:
-        return
-    # Runs the disconnect handlers and queues Engine.IO CLOSE, without waiting for a polling
-    # client to fetch it (it may never: its next poll of a closed session is refused, which
-    # ends its transport just as well). engineio forgets the closed session by itself.
-    await socket.close(wait=False, reason=server.eio.reason.SERVER_DISCONNECT)
-    # A websocket client ignores CLOSE and waits for the websocket itself to shut, which
-    # engineio's writer does once its queue yields None (as when the client goes away).
-    if socket.upgraded:
-        await socket.queue.put(None)
+    if eio_sid is not None:
+        await close_session(server.eio, eio_sid)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
