@@ -62,6 +62,11 @@ RATE_LIMIT_FAILURES = Counter(
 FLOODERS_DISCONNECTED = Counter(
     "notihub_flooding_sockets_disconnected_total", "Sockets disconnected for going on sending past their limit"
 )
+PACKETS_REFUSED = Counter(
+    "notihub_socket_packets_refused_total",
+    "Socket.IO packets a worker would not read (malformed, or binary past its bounds); each closed its connection",
+    ["reason"],
+)
 THROTTLED = Counter(
     "notihub_notifications_throttled_total",
     "Notifications stored but not pushed live: past NOTIHUB_USER_MAX_PER_MINUTE for their recipient and type",

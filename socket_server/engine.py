@@ -71,34 +71,49 @@ async def close_session(server: engineio.AsyncServer, eio_sid: str) -> None:
 # small attachments are still read (and answered by validation like any other argument).
 MAX_ATTACHMENTS = 10
 MAX_ATTACHMENT_BYTES = 1_000_000  # as much as one Engine.IO message may hold
+# The Socket.IO packets a client sends (CONNECT_ERROR only ever comes from a server).
+_FROM_CLIENTS = frozenset({socketio.packet.CONNECT, socketio.packet.DISCONNECT, socketio.packet.EVENT,
+                           socketio.packet.ACK, socketio.packet.BINARY_EVENT, socketio.packet.BINARY_ACK})
+# python-socketio's refusal of a binary packet for a namespace the client did not join.
+_UNJOINED_BINARY = "Unexpected binary packet"
 
 
-class TooManyAttachments(ValueError):
-    """A binary packet announced or brought more than a worker keeps."""
+class RefusedPacket(ValueError):
+    """A packet a worker does not read: not one a Socket.IO client sends, or binary past its bounds."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class BoundedPacket(socketio.packet.Packet):
-    """A Socket.IO packet whose binary attachments are bounded in number and in bytes."""
+    """A Socket.IO packet that decodes only what a client may send, with binary attachments
+    bounded in number and in bytes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.attachment_bytes = 0
         super().__init__(*args, **kwargs)
 
     def decode(self, encoded_packet: Any) -> int:
-        count = super().decode(encoded_packet)
+        try:
+            count = super().decode(encoded_packet)
+        except (ValueError, TypeError, RecursionError) as exc:  # JSON, ids, nesting, stray bytes
+            raise RefusedPacket("malformed", f"not a Socket.IO packet ({str(exc)[:100]})") from None
+        if self.packet_type not in _FROM_CLIENTS:
+            raise RefusedPacket("malformed", f"packet type {self.packet_type!r} never comes from a client")
         if count > MAX_ATTACHMENTS:
-            raise TooManyAttachments(f"a binary packet announced {count} attachments")
+            raise RefusedPacket("attachments", f"a binary packet announced {count} attachments")
         return count
 
     def add_attachment(self, attachment: bytes) -> bool:
         self.attachment_bytes += len(attachment)
         if self.attachment_bytes > MAX_ATTACHMENT_BYTES:
-            raise TooManyAttachments(f"a binary packet brought over {MAX_ATTACHMENT_BYTES} bytes of attachments")
+            raise RefusedPacket("attachments", f"a binary packet brought over {MAX_ATTACHMENT_BYTES} bytes")
         return super().add_attachment(attachment)
 
 
 class WorkerServer(socketio.AsyncServer):
-    """Socket.IO server built on WorkerEngine, with bounded binary packets."""
+    """Socket.IO server built on WorkerEngine; a packet it cannot read closes its connection."""
 
     def __init__(self, *, worker_id: str, **kwargs) -> None:
         # Set before the base class builds its Engine.IO server.
@@ -109,15 +124,27 @@ class WorkerServer(socketio.AsyncServer):
         return functools.partial(WorkerEngine, worker_id=self.worker_id)
 
     async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
+        # A packet that cannot be read closes the connection, as in Node's socket.io (a parse
+        # error) and as a message over Engine.IO's limit does. Left to python-socketio, it is
+        # dropped with a traceback in the log, as often as a client cares to send one.
+        if not data and eio_sid not in self._binary_packet:
+            # (python-socketio would take it for an EVENT without a name)
+            await self._refuse(eio_sid, "malformed", "an empty message")
+            return
         try:
             await super()._handle_eio_message(eio_sid, data)
-        except TooManyAttachments as exc:
-            # As a message over Engine.IO's limit does: the connection is closed (its client
-            # may come back, with what it holds).
-            self._binary_packet.pop(eio_sid, None)
-            logger.info("closing Engine.IO session %s: %s", eio_sid, exc)
-            metrics.FLOODERS_DISCONNECTED.inc()
-            await close_session(self.eio, eio_sid)
+        except RefusedPacket as exc:
+            await self._refuse(eio_sid, exc.reason, str(exc))
+        except ValueError as exc:
+            if str(exc) != _UNJOINED_BINARY:
+                raise
+            await self._refuse(eio_sid, "malformed", "a binary packet for a namespace it did not join")
+
+    async def _refuse(self, eio_sid: str, reason: str, why: str) -> None:
+        self._binary_packet.pop(eio_sid, None)
+        metrics.PACKETS_REFUSED.labels(reason).inc()
+        logger.info("closing Engine.IO session %s: %s", eio_sid, why)
+        await close_session(self.eio, eio_sid)
 
 
 class FastJson:
