@@ -55,7 +55,8 @@ def stack_env() -> dict[str, str]:
         "NOTIHUB_JWT_SECRET": JWT_SECRET,
         "NOTIHUB_SERVICE_KEYS": f"{SERVICE_KEY},second-key",
         "NOTIHUB_MAX_CONNECTIONS_PER_USER": "8",
-        # A client that stops reading is closed after this many unsent packets (slow-client tests).
+        # A socket still holding this many unsent packets when a bus message comes is closed
+        # (slow-client tests).
         "NOTIHUB_MAX_SOCKET_QUEUE": "50",
         # An Engine.IO session that never joins /notifications is closed after this (abuse tests).
         "NOTIHUB_NAMESPACE_TIMEOUT_SECONDS": "3",
