@@ -3,6 +3,9 @@
 The load balancer routes every request carrying ``sid=w1.…`` to worker ``w1`` (sticky
 long-polling and upgrades), while new handshakes spread over all workers, even when
 every client comes from one address.
+
+A packet no Socket.IO client sends (malformed, a server's type, binary past its bounds) closes
+its connection, as Node's socket.io does on a parse error (``WorkerServer``, ``BoundedPacket``).
 """
 from __future__ import annotations
 
