@@ -25,7 +25,7 @@ from shared.storage.notifications import COMMIT_BATCH
 from shared.tokens import TokenVerifier
 
 from .drain import Drainer
-from .engine import FastJson, WorkerServer
+from .engine import FastJson, WorkerServer, engine_socket
 from .hub import Hub
 from .namespace import NAMESPACE, NotificationsNamespace, SocketLimits, reconnect
 from .manager import TargetedRedisManager
@@ -197,16 +197,12 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
         async with open_runtime(settings, app_name=f"notihub-socket-{worker_id}") as runtime:
             app[RUNTIME] = runtime
 
-            def eio_socket(sid: str) -> Any:
-                eio_sid = sio.manager.eio_sid_from_sid(sid, NAMESPACE)
-                return sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
-
             def backlog(sid: str) -> int:
-                socket = eio_socket(sid)
+                socket = engine_socket(sio, sid, NAMESPACE)
                 return socket.queue.qsize() if socket is not None else 0
 
             async def emit(event: str, data: object, sid: str) -> None:
-                socket = eio_socket(sid)
+                socket = engine_socket(sio, sid, NAMESPACE)
                 if socket is None:
                     return  # gone meanwhile
                 # The hub judges a socket before each bus message (hub.py, rule 7); this ceiling

@@ -53,6 +53,12 @@ class WorkerEngine(engineio.AsyncServer):
         return await super().handle_request(request)
 
 
+def engine_socket(server: socketio.AsyncServer, sid: str, namespace: str) -> Any:
+    """The Engine.IO socket under a Socket.IO session, or None once it is gone."""
+    eio_sid = server.manager.eio_sid_from_sid(sid, namespace)
+    return server.eio.sockets.get(eio_sid) if eio_sid is not None else None
+
+
 async def close_session(server: engineio.AsyncServer, eio_sid: str) -> None:
     """Close an Engine.IO session now: its disconnect handlers run, and its transport shuts."""
     socket = server.sockets.get(eio_sid)

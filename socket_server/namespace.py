@@ -25,7 +25,7 @@ from shared.service import NotificationService
 from shared.tokens import TokenVerifier
 from shared.web import client_address
 
-from .engine import close_session
+from .engine import close_session, engine_socket
 from .hub import Connection, Hub
 
 logger = logging.getLogger(__name__)
@@ -73,9 +73,9 @@ async def reconnect(server: socketio.AsyncServer, sid: str) -> None:
     """Close the connection of socket ``sid`` so that its client reconnects (and replays with
     ``since``). A namespace disconnect would not do: socket.io-client never reconnects after an
     "io server disconnect"; after a closed transport it does, with its back-off."""
-    eio_sid = server.manager.eio_sid_from_sid(sid, NAMESPACE)
-    if eio_sid is not None:
-        await close_session(server.eio, eio_sid)
+    socket = engine_socket(server, sid, NAMESPACE)
+    if socket is not None:
+        await close_session(server.eio, socket.sid)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -159,8 +159,7 @@ class NotificationsNamespace(socketio.AsyncNamespace):
     def _open(self, sid: str) -> bool:
         # Whether the client is still there: it may leave while the handshake awaits Redis, and
         # then no disconnect handler runs for it (the socket is not connected yet).
-        eio_sid = self.server.manager.eio_sid_from_sid(sid, NAMESPACE)
-        socket = self.server.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        socket = engine_socket(self.server, sid, NAMESPACE)
         return socket is not None and not socket.closed and not socket.closing
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
