@@ -25,7 +25,7 @@ from shared.storage.notifications import COMMIT_BATCH
 from shared.tokens import TokenVerifier
 
 from .drain import Drainer
-from .engine import FastJson, WorkerServer, engine_socket
+from .engine import FastJson, WorkerServer, close_sessions, engine_socket
 from .hub import Hub
 from .namespace import NAMESPACE, NotificationsNamespace, SocketLimits, reconnect
 from .manager import TargetedRedisManager
@@ -190,7 +190,8 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
 
     # Draining for rolling deploys; __main__ makes SIGTERM start it (drain.py).
     app[DRAINER] = Drainer(seconds=settings.drain_seconds, sockets=open_sockets,
-                           close=functools.partial(reconnect, sio))
+                           close=functools.partial(reconnect, sio),
+                           close_rest=functools.partial(close_sessions, sio.eio))
     app.middlewares.append(app[DRAINER].middleware)
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -32,21 +32,25 @@ class Drainer:
        reconnects by itself, through the load balancer to another worker, and replays what it
        missed with ``since``.
     3. Sockets whose handshake was under way when draining began are closed last.
-    4. The process shuts down as aiohttp does after a plain SIGTERM (``GracefulExit``).
+    4. Then whatever else is open (``close_rest``): Engine.IO sessions that joined no namespace
+       or left it, so that none of their long-polls holds the shutdown for its whole timeout.
+    5. The process shuts down as aiohttp does after a plain SIGTERM (``GracefulExit``).
 
     SIGINT still shuts down at once.
     """
 
     def __init__(self, *, seconds: float, sockets: Callable[[], Iterable[str]],
-                 close: Callable[[str], Awaitable[None]]) -> None:
+                 close: Callable[[str], Awaitable[None]],
+                 close_rest: Callable[[], Awaitable[None]] | None = None) -> None:
         self.seconds = seconds
         self._sockets = sockets
         self._close = close
+        self._close_rest = close_rest
         self.draining = False
         self._task: asyncio.Task[None] | None = None
 
     async def drain(self) -> None:
-        """Steps 1 to 3: leave the rotation, then close every socket, spread over ``seconds``."""
+        """Steps 1 to 4: leave the rotation, then close every socket, spread over ``seconds``."""
         self.draining = True
         loop = asyncio.get_running_loop()
         began = loop.time()
@@ -59,6 +63,11 @@ class Drainer:
             await asyncio.sleep(max(0.0, began + self.seconds * i / batches - loop.time()))
             await self._close_all(sids[len(sids) * i // batches:len(sids) * (i + 1) // batches])
         await self._close_all(list(self._sockets()))
+        if self._close_rest is not None:
+            try:
+                await self._close_rest()
+            except Exception as exc:
+                logger.warning("could not close the other sessions while draining: %r", exc)
         logger.info("drained in %.1fs", loop.time() - began)
 
     async def _close_all(self, sids: list[str]) -> None:

@@ -74,6 +74,12 @@ async def close_session(server: engineio.AsyncServer, eio_sid: str) -> None:
         await socket.queue.put(None)
 
 
+async def close_sessions(server: engineio.AsyncServer) -> None:
+    """Close every Engine.IO session still open, as ``close_session`` does."""
+    for eio_sid in list(server.sockets):
+        await close_session(server, eio_sid)
+
+
 # What one binary packet (BINARY_EVENT, BINARY_ACK) may bring. python-socketio keeps a packet's
 # attachments until as many came as its header announced (up to ten digits' worth), so without a
 # bound one client could fill a worker's memory. Nothing the hub's clients send is binary; a few

@@ -131,11 +131,18 @@ async def test_the_drain_closes_every_socket_in_shuffled_batches_spread_over_its
         closed.append((loop.time(), sid))
         open_sids.remove(sid)
 
-    drainer = Drainer(seconds=1, sockets=lambda: list(open_sids), close=close)
+    rest: list[tuple[float, int]] = []
+
+    async def close_rest():
+        # The other Engine.IO sessions: once every socket is closed.
+        rest.append((loop.time(), len(open_sids)))
+
+    drainer = Drainer(seconds=1, sockets=lambda: list(open_sids), close=close, close_rest=close_rest)
     began = loop.time()
     await drainer.drain()
     times = [t - began for t, _ in closed]
     assert sorted(sid for _, sid in closed) == sorted(f"s{i}" for i in range(40)) and not open_sids
+    assert len(rest) == 1 and rest[0][1] == 0 and rest[0][0] >= closed[-1][0]
     # Ten batches, 0.1 s apart, the first at once (bounds loose for a busy machine).
     assert times[0] < 0.5 and 0.8 <= times[-1] < 2
     assert len({round(t, 2) for t in times}) >= 5
@@ -147,7 +154,11 @@ async def test_the_drain_closes_every_socket_in_shuffled_batches_spread_over_its
         still_open.remove(sid)
         closed_at_once.append(sid)
 
-    everything = Drainer(seconds=0, sockets=lambda: list(still_open), close=close_now)
+    async def failing_rest():
+        raise OSError("the rest could not be closed")
+
+    # A failure to close the rest does not keep the drain (and the shutdown after it) from ending.
+    everything = Drainer(seconds=0, sockets=lambda: list(still_open), close=close_now, close_rest=failing_rest)
     began = loop.time()
     await everything.drain()
     assert loop.time() - began < 0.5
