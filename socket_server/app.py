@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import logging
@@ -31,6 +32,10 @@ from .namespace import NAMESPACE, NotificationsNamespace, SocketLimits, reconnec
 from .manager import TargetedRedisManager
 
 logger = logging.getLogger(__name__)
+
+# How long a delivery waits, once per bus message, for the writer of a socket over its queue
+# bound to take its queue (hub.py, rule 7).
+SETTLE_SECONDS = 0.05
 
 RUNTIME = web.AppKey("runtime", Runtime)
 SIO = web.AppKey("sio", WorkerServer)
@@ -202,6 +207,16 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
                 socket = engine_socket(sio, sid, NAMESPACE)
                 return socket.queue.qsize() if socket is not None else 0
 
+            async def settle(sid: str) -> None:
+                # A socket's writer takes its whole queue whenever it runs (engineio marks each
+                # packet done as it takes it), unless it is stuck sending to a client that does
+                # not read.
+                socket = engine_socket(sio, sid, NAMESPACE)
+                if socket is not None:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(SETTLE_SECONDS):
+                            await socket.queue.join()
+
             async def emit(event: str, data: object, sid: str) -> None:
                 socket = engine_socket(sio, sid, NAMESPACE)
                 if socket is None:
@@ -225,7 +240,7 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
                 await reconnect(sio, sid)
 
             hub = Hub(service=runtime.service, renderer=renderer, emit=emit, drop=drop,
-                      backlog=backlog, max_queue=settings.max_socket_queue,
+                      backlog=backlog, settle=settle, max_queue=settings.max_socket_queue,
                       init_limit=settings.init_limit, replay_limit=settings.replay_limit,
                       throttle=LocalLimiter(Rate(settings.user_max_per_minute, 60), clock=time.time))
             app[HUB] = hub

@@ -30,7 +30,10 @@ Invariants, each proven in tests/socket_server/test_hub.py:
    that carries a badge brings the exact count.
 7. Whether a socket's client stopped reading is judged once per bus message, before any of the
    message's packets for it: if ``max_queue`` packets still wait in its queue, it is closed (its
-   client replays from ``since``); otherwise the message's packets for it are queued whole. A
+   client replays from ``since``); otherwise the message's packets for it are queued whole.
+   Messages handled back to back give the sockets' writers no turn in between, so before the
+   first such verdict of a message the hub lets writers take their queues (``settle``, briefly):
+   only a socket whose writer cannot take them (its client does not read) stays over. A
    commit brings one user at most COMMIT_BATCH notifications (a request notifies a user once, an
    ingest poll holds that many events), so a commit never closes a socket that reads, however
    many of its notifications are for one user, and a queue holds at most ``max_queue`` plus
@@ -66,6 +69,12 @@ Emit = Callable[[str, Any, str], Awaitable[None]]
 Drop = Callable[[str], Awaitable[None]]
 # Packets queued for a socket and not yet sent (0 for a socket gone meanwhile).
 Backlog = Callable[[str], int]
+# Waits (briefly) until a socket's writer has taken its queue.
+Settle = Callable[[str], Awaitable[None]]
+
+
+async def _no_wait(sid: str) -> None:
+    return None
 
 # Sockets caught up at once (each is two MongoDB reads).
 CATCH_UP_CONCURRENCY = 16
@@ -106,13 +115,21 @@ class Connection:
     expiry: asyncio.TimerHandle | None = None
 
 
+@dataclasses.dataclass(eq=False)
+class _Verdicts:
+    """Rule 7's verdicts during one bus message."""
+
+    of: dict[Connection, bool] = dataclasses.field(default_factory=dict)
+    settled: bool = False
+
+
 class Hub:
     """Local sockets by user; renders each notification content once per language."""
 
     def __init__(self, *, service: NotificationService, renderer: Renderer, emit: Emit, drop: Drop,
                  init_limit: int, replay_limit: int, max_held: int = MAX_HELD, jitter: float = 1.0,
                  throttle: LocalLimiter | None = None, backlog: Backlog = lambda sid: 0,
-                 max_queue: int = MAX_QUEUE) -> None:
+                 settle: Settle = _no_wait, max_queue: int = MAX_QUEUE) -> None:
         self._service = service
         self._renderer = renderer
         self._emit = emit
@@ -123,6 +140,7 @@ class Hub:
         self._jitter = jitter
         self._throttle = throttle or LocalLimiter(Rate(0, 60))
         self._backlog = backlog
+        self._settle = settle
         self._max_queue = max_queue
         self._by_sid: dict[str, Connection] = {}
         self._by_user: dict[str, set[Connection]] = defaultdict(set)
@@ -318,18 +336,22 @@ class Hub:
             metrics.BUS_MESSAGES.labels("gap").inc()
             await self.check(reason="gap", jitter=self._jitter)
 
-    async def _reading(self, conn: Connection, judged: dict[Connection, bool]) -> bool:
+    async def _reading(self, conn: Connection, judged: "_Verdicts") -> bool:
         # Rule 7: whether the socket takes this message, judged at its first packet for it.
-        reading = judged.get(conn)
+        reading = judged.of.get(conn)
         if reading is None:
-            reading = judged[conn] = self._backlog(conn.sid) < self._max_queue
+            if self._backlog(conn.sid) >= self._max_queue and not judged.settled:
+                # Once per message: the other writers get their turns meanwhile too.
+                judged.settled = True
+                await self._settle(conn.sid)
+            reading = judged.of[conn] = self._backlog(conn.sid) < self._max_queue
             if not reading:
                 await self._close_slow(conn)
         return reading
 
     async def _deliver(self, delivered: Delivered) -> None:
         rendered: dict[tuple[int, str], dict[str, Any]] = {}
-        judged: dict[Connection, bool] = {}
+        judged = _Verdicts()
         now = time.time()
         for item in delivered.items:
             conns = self._by_user.get(item.recipient)
@@ -349,7 +371,7 @@ class Hub:
                     await self._offer(conn, delivered, item, rendered, "live", quiet=quiet)
 
     async def _broadcast(self, user: str, event: str, data: dict[str, Any], unread: int, ver: int) -> None:
-        judged: dict[Connection, bool] = {}
+        judged = _Verdicts()
         for conn in list(self._by_user.get(user, ())):
             if not await self._reading(conn, judged):
                 continue

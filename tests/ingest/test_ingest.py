@@ -177,7 +177,10 @@ async def test_a_burst_of_events_to_one_user_reaches_a_reading_client_whole(hub,
     await sock.wait_for("notification", predicate=lambda _: len(sock.events("notification")) >= n, timeout=30)
     notes = sock.events("notification")
     assert sorted(note["title"] for note in notes) == sorted(e["notification"]["title"] for e in sent)
-    assert [note["unread_count"] for note in notes] == list(range(1, n + 1))
+    # Each carries the newest count the socket knows: the inbox's after it, or a later one when a
+    # position check caught the socket up from MongoDB meanwhile (socket_server/hub.py, rule 4).
+    counts = [note["unread_count"] for note in notes]
+    assert counts == sorted(counts) and counts[-1] == n and all(c >= i + 1 for i, c in enumerate(counts))
     assert [note["id"] for note in notes] == sorted(note["id"] for note in notes)
     assert "disconnect" not in sock.names()
 

@@ -52,6 +52,10 @@ class Queues:
     def drain(self, sid):
         self.read[sid] = self._sent(sid)
 
+    def drain_all(self):
+        for _, _, sid in self.emit.sent:
+            self.drain(sid)
+
 
 class Reads:
     """A fake service, named as such: counts MongoDB reads, and fails them on cue (a failure
@@ -337,3 +341,27 @@ async def test_a_message_is_queued_whole_and_a_socket_still_full_at_the_next_is_
     reader.syncing = False
     await hub.handle(ReadChanged(user=user, ids=[], all=True, unread_count=0, ver=99))
     assert dropped == ["sid1", "sid1"] and emit.sent[-1][2] == "sid2"
+
+
+async def test_sockets_whose_writers_take_their_queues_when_given_a_turn_stay(runtime):
+    """Bus messages handled back to back give the writers no turn in between: the first socket
+    found over the bound makes the hub wait for the writers once per message (rule 7)."""
+    user = new_user()
+    emit, dropped, settled = Recorder(), Dropped(), []
+    queues = Queues(emit)
+
+    async def settle(sid):
+        settled.append(sid)
+        queues.drain_all()  # every writer runs while the delivery waits
+
+    hub = Hub(service=runtime.service, renderer=Renderer(default_lang="en"), emit=emit, drop=dropped,
+              init_limit=20, replay_limit=500, jitter=0, backlog=queues, settle=settle, max_queue=3)
+    for sid in ("sid1", "sid2"):
+        await hub.sync(hub.attach(sid, user=user, lang="en"), since=None)
+    stored, first = await commit(runtime, *(note(user) for _ in range(5)))
+    more, second = await commit(runtime, note(user))
+    await announce(hub, first)
+    await announce(hub, second)  # before any writer ran: 5 packets (and init) wait in each queue
+    assert dropped == [] and len(settled) == 1
+    ids = [str(s.notification.id) for s in stored + more]
+    assert emit.ids(sid="sid1") == ids and emit.ids(sid="sid2") == ids

@@ -75,6 +75,8 @@ async def test_one_commit_of_more_notifications_than_the_bound_reaches_a_reading
     await client.wait_for("notification", predicate=lambda n: n["id"] == last)
     got = [n["id"] for n in client.events("notification")]
     assert got == [str(s.notification.id) for s in stored]
-    assert [n["unread_count"] for n in client.events("notification")] == list(range(1, 3 * limit + 1))
+    # The inbox's count after each, or a later one if a position check caught the socket up.
+    counts = [n["unread_count"] for n in client.events("notification")]
+    assert counts == sorted(counts) and counts[-1] == 3 * limit and all(c >= i + 1 for i, c in enumerate(counts))
     assert "disconnect" not in client.names()
     assert await _dropped_anywhere(http, stack) == dropped_before
