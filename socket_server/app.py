@@ -22,7 +22,6 @@ from shared.presence import LEASE_SECONDS, Presence
 from shared.ratelimit import LocalLimiter, Rate, RedisLimiter
 from shared.runtime import Runtime, open_runtime
 from shared.settings import Settings
-from shared.storage.notifications import COMMIT_BATCH
 from shared.tokens import TokenVerifier
 
 from .drain import Drainer
@@ -221,14 +220,8 @@ def create_app(settings: Settings, *, worker_id: str) -> web.Application:
                 socket = engine_socket(sio, sid, NAMESPACE)
                 if socket is None:
                     return  # gone meanwhile
-                # The hub judges a socket before each bus message (hub.py, rule 7); this ceiling
-                # bounds the rest (a sync's replay and held events) just as well: a client that
-                # stops reading is closed rather than queued for without end, and it reconnects
-                # and replays from `since`.
-                if socket.queue.qsize() >= settings.max_socket_queue + COMMIT_BATCH:
-                    metrics.DROPPED_SLOW.inc()
-                    await reconnect(sio, sid)
-                    return
+                # No bound here: the hub judges a socket before each bus message (hub.py, rule 7),
+                # and what it sends otherwise is bounded by itself (init, a replay, held events).
                 # Local only (the bus already reached every worker), and straight to the socket's
                 # queue: the packet sio.emit(event, data, to=sid) would send, without its task
                 # and wait per recipient. What the hub sends is JSON (from the bus or MongoDB),

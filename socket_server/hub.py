@@ -36,8 +36,8 @@ Invariants, each proven in tests/socket_server/test_hub.py:
    only a socket whose writer cannot take them (its client does not read) stays over. A
    commit brings one user at most COMMIT_BATCH notifications (a request notifies a user once, an
    ingest poll holds that many events), so a commit never closes a socket that reads, however
-   many of its notifications are for one user, and a queue holds at most ``max_queue`` plus
-   COMMIT_BATCH packets (the worker closes a socket past that, whatever sent them).
+   many of its notifications are for one user. A queue then holds at most ``max_queue`` plus
+   one message, or a sync's ``init``, replay and held events on top of that.
 
 States of a socket: attached (syncing) → live; live → catching up (syncing) on a gap or a check
 that finds it behind → live; any state → closed when a MongoDB read fails, ``held`` overflows or
@@ -336,17 +336,16 @@ class Hub:
             metrics.BUS_MESSAGES.labels("gap").inc()
             await self.check(reason="gap", jitter=self._jitter)
 
-    async def _reading(self, conn: Connection, judged: "_Verdicts") -> bool:
-        # Rule 7: whether the socket takes this message, judged at its first packet for it.
-        reading = judged.of.get(conn)
-        if reading is None:
-            if self._backlog(conn.sid) >= self._max_queue and not judged.settled:
-                # Once per message: the other writers get their turns meanwhile too.
-                judged.settled = True
-                await self._settle(conn.sid)
-            reading = judged.of[conn] = self._backlog(conn.sid) < self._max_queue
-            if not reading:
-                await self._close_slow(conn)
+    async def _judge(self, conn: Connection, judged: "_Verdicts") -> bool:
+        # Rule 7: whether the socket takes this message, at its first packet for it (the callers
+        # look up the verdict first, so that later packets cost no await).
+        if self._backlog(conn.sid) >= self._max_queue and not judged.settled:
+            # Once per message: the other writers get their turns meanwhile too.
+            judged.settled = True
+            await self._settle(conn.sid)
+        reading = judged.of[conn] = self._backlog(conn.sid) < self._max_queue
+        if not reading:
+            await self._close_slow(conn)
         return reading
 
     async def _deliver(self, delivered: Delivered) -> None:
@@ -363,7 +362,8 @@ class Hub:
             # Rule 6, decided once per notification, by its creation time: the same on every worker.
             quiet = not self._throttle.hit((item.recipient, content.type), at=created).allowed
             for conn in list(conns):
-                if not await self._reading(conn, judged):
+                reading = judged.of.get(conn)
+                if not (await self._judge(conn, judged) if reading is None else reading):
                     continue
                 if conn.syncing:
                     self._hold(conn, (delivered, item, quiet))
@@ -373,7 +373,7 @@ class Hub:
     async def _broadcast(self, user: str, event: str, data: dict[str, Any], unread: int, ver: int) -> None:
         judged = _Verdicts()
         for conn in list(self._by_user.get(user, ())):
-            if not await self._reading(conn, judged):
+            if not await self._judge(conn, judged):  # (one packet per socket)
                 continue
             if conn.syncing:
                 # After init, so the count it carries is never overwritten by an older one.
