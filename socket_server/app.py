@@ -26,7 +26,7 @@ from shared.tokens import TokenVerifier
 
 from .drain import Drainer
 from .engine import FastJson, WorkerServer, close_sessions, engine_socket
-from .hub import Hub
+from .hub import CHECK_GRACE_SECONDS, Hub
 from .namespace import NAMESPACE, NotificationsNamespace, SocketLimits, reconnect
 from .manager import TargetedRedisManager
 
@@ -97,18 +97,20 @@ async def _listen(runtime: Runtime, hub: Hub, presence: Presence, worker_id: str
 
 
 async def _check_positions(hub: Hub, check_now: asyncio.Event, every: float) -> None:
-    # Catches what the bus lost while subscribed (a failed publish): at the latest one period
-    # after it was committed, or at once after a failure above.
+    # Catches what the bus lost while subscribed (a failed publish): at the latest one period and
+    # the grace after it was committed, or at once after a failure above.
     backoff = 0.5
     while True:
+        grace = 0.0
         try:
             async with asyncio.timeout(every):
                 await check_now.wait()
         except TimeoutError:
-            pass
+            # A routine check: what is missing may still be on its way (hub.py, rule 5).
+            grace = min(CHECK_GRACE_SECONDS, every / 2)
         check_now.clear()
         try:
-            await hub.check()
+            await hub.check(grace=grace)
             backoff = 0.5
         except Exception as exc:
             logger.warning("position check failed (%s); trying again in %.1fs", exc, backoff)

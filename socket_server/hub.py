@@ -20,6 +20,11 @@ Invariants, each proven in tests/socket_server/test_hub.py:
 5. After a lost bus subscription (a Gap) and at every position check, the inboxes of all local
    users are read (one query per CHECK_BATCH users) and only sockets behind them catch up,
    a bounded number at a time, after a random delay so that workers do not stampede MongoDB.
+   A periodic check gives the bus ``grace`` seconds to bring what was committed before its read
+   (announcements in flight, a burst the worker is still handling): only a socket still behind
+   the position it read after that catches up, so that a check never turns a socket that is
+   merely busy into a replay (or, past the replay limit, a ``resync_required``). It ends as
+   soon as every such socket has moved up. A Gap's check, where the loss is certain, has none.
    Before a Gap reaches the hub, the worker has written its sockets' leases again (app.py): the
    bus sends a user's events only to workers with a lease (shared/bus.py), so every commit is
    either announced here or older than the check.
@@ -84,6 +89,8 @@ CATCH_UP_CONCURRENCY = 16
 SYNC_CONCURRENCY = 32
 # Users whose inboxes one position check reads in one query.
 CHECK_BATCH = 1000
+# How long a periodic position check waits for the bus to bring what it found missing (rule 5).
+CHECK_GRACE_SECONDS = 2.0
 # Live events a syncing socket holds before its client is deemed too far behind.
 MAX_HELD = 1000
 # Unsent packets a socket may have when a bus message reaches it (rule 7).
@@ -147,6 +154,9 @@ class Hub:
         self._slots = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
         self._sync_slots = asyncio.Semaphore(SYNC_CONCURRENCY)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set after each bus event while a position check waits for sockets to move up (rule 5).
+        self._moved = asyncio.Event()
+        self._watching = 0
 
     def __len__(self) -> int:
         return len(self._by_sid)
@@ -335,6 +345,8 @@ class Hub:
         elif isinstance(event, Gap):
             metrics.BUS_MESSAGES.labels("gap").inc()
             await self.check(reason="gap", jitter=self._jitter)
+        if self._watching:
+            self._moved.set()
 
     async def _judge(self, conn: Connection, judged: "_Verdicts") -> bool:
         # Rule 7: whether the socket takes this message, at its first packet for it (the callers
@@ -381,26 +393,57 @@ class Hub:
             else:
                 await self._emit(event, {**data, "unread_count": self._count(conn, unread, ver)}, conn.sid)
 
-    async def check(self, *, reason: str = "check", jitter: float = 0.0) -> None:
-        """Compare every local user's inbox with what its sockets hold; catch up those behind (rule 5)."""
+    async def check(self, *, reason: str = "check", jitter: float = 0.0, grace: float = 0.0) -> None:
+        """Compare every local user's inbox with what its sockets hold; catch up those behind,
+        after waiting up to ``grace`` seconds for the bus to bring them up (rule 5)."""
         if jitter:
             await asyncio.sleep(random.uniform(0, jitter))
         self._throttle.prune()
         users = list(self._by_user)
+        found: list[tuple[Connection, Inbox]] = []
         for start in range(0, len(users), CHECK_BATCH):
             inboxes = await self._service.inboxes(users[start : start + CHECK_BATCH])
-            for user, inbox in inboxes.items():
-                for conn in list(self._by_user.get(user, ())):
-                    if inbox.seq > conn.seq or (inbox.last is not None and inbox.last > conn.since):
-                        self._fall_behind(conn, reason)
-                    elif inbox.ver > conn.ver and not conn.syncing:
-                        # Only the badge moved (a read-state event was lost): send the count.
-                        await self._emit("notifications_read", {"ids": [], "all": False,
-                                                                "unread_count": self._count(conn, inbox.unread,
-                                                                                            inbox.ver)}, conn.sid)
+            found += [(conn, inbox) for user, inbox in inboxes.items()
+                      for conn in self._by_user.get(user, ()) if _behind(conn, inbox)]
+        if grace and found:
+            found = await self._moved_up(found, grace)
+        for conn, inbox in found:
+            if self._by_sid.get(conn.sid) is not conn:
+                continue  # closed meanwhile
+            if inbox.seq > conn.seq or (inbox.last is not None and inbox.last > conn.since):
+                self._fall_behind(conn, reason)
+            elif inbox.ver > conn.ver and not conn.syncing:
+                # Only the badge moved (a read-state event was lost): send the count.
+                await self._emit("notifications_read", {"ids": [], "all": False,
+                                                        "unread_count": self._count(conn, inbox.unread,
+                                                                                    inbox.ver)}, conn.sid)
+
+    async def _moved_up(self, found: list[tuple[Connection, Inbox]],
+                        grace: float) -> list[tuple[Connection, Inbox]]:
+        """Wait until the bus has brought these sockets up to the inboxes read, for at most
+        ``grace`` seconds; those still behind (and open) then."""
+        self._watching += 1
+        try:
+            async with asyncio.timeout(grace):
+                while True:
+                    self._moved.clear()
+                    found = [(c, i) for c, i in found if self._by_sid.get(c.sid) is c and _behind(c, i)]
+                    if not found:
+                        break
+                    await self._moved.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._watching -= 1
+        return found
 
     async def close(self) -> None:
         """Cancel catch-ups still running (at shutdown)."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _behind(conn: Connection, inbox: Inbox) -> bool:
+    """Whether a socket lacks notifications or a badge change that ``inbox`` has."""
+    return inbox.seq > conn.seq or (inbox.last is not None and inbox.last > conn.since) or inbox.ver > conn.ver

@@ -255,6 +255,55 @@ async def test_after_a_bus_gap_live_sockets_get_what_the_gap_swallowed(runtime):
     assert len(emit.ids()) == 3
 
 
+class Meanwhile(Reads):
+    """Reads (a fake service, counting), which starts ``meanwhile`` right after a position check
+    has read the inboxes: what the bus brings while the check looks at what it read."""
+
+    meanwhile = None
+
+    async def inboxes(self, users):
+        self.calls += 1
+        found = await self.real.inboxes(users)
+        if self.meanwhile is not None:
+            asyncio.ensure_future(self.meanwhile())
+        return found
+
+
+async def test_a_position_check_lets_the_bus_bring_what_is_on_its_way(runtime):
+    """A burst committed just before a check and still on the bus: more than the replay limit
+    (500) behind at the check's read, the socket gets all of it live, once, and the check reads
+    nothing more and ends as soon as the socket has it (long before its grace)."""
+    user = new_user()
+    emit = Recorder()
+    service = Meanwhile(runtime.service)
+    hub = make_hub(runtime, emit, service=service)
+    await hub.sync(hub.attach("sid1", user=user, lang="en"), since=None)
+    stored, messages = await commit(runtime, *(note(user) for _ in range(600)))
+    service.meanwhile = lambda: announce(hub, messages)
+    reads = service.calls
+    await asyncio.wait_for(hub.check(grace=60), 10)
+    assert service.calls == reads + 1  # the check's own read, no catch-up
+    assert not hub._tasks
+    assert emit.ids() == [str(s.notification.id) for s in stored]
+    assert [e for e, _, _ in emit.sent if e not in ("init", "notification")] == []
+
+
+async def test_a_position_check_catches_up_what_the_bus_did_not_bring_within_its_grace(runtime):
+    user, other = new_user(), new_user()
+    emit = Recorder()
+    service = Meanwhile(runtime.service)
+    hub = make_hub(runtime, emit, service=service)
+    await hub.sync(hub.attach("sid1", user=user, lang="en"), since=None)
+    await hub.sync(hub.attach("sid2", user=other, lang="en"), since=None)
+    lost, _ = await commit(runtime, note(user), note(user))  # announcements lost
+    brought, messages = await commit(runtime, note(other))  # on its way
+    service.meanwhile = lambda: announce(hub, messages)
+    await hub.check(grace=0.05)
+    await asyncio.gather(*hub._tasks)
+    assert emit.ids(sid="sid1") == [str(s.notification.id) for s in lost]
+    assert emit.ids(sid="sid2") == [str(s.notification.id) for s in brought]
+
+
 async def test_a_gap_during_a_sync_is_caught_up_before_going_live(runtime):
     user = new_user()
     hub = None
