@@ -34,6 +34,7 @@ async def run(stack: Stack, settings: Settings, n: int, workers: int, users: int
     recipients = [f"{prefix}-{i}" for i in range(users)]
     received: dict[str, float] = {}
     done = asyncio.Event()
+    stopped: list[str] = []
     clients = [socketio.AsyncClient(reconnection=False) for _ in recipients]
 
     async def on_note(data: dict) -> None:
@@ -41,8 +42,21 @@ async def run(stack: Stack, settings: Settings, n: int, workers: int, users: int
         if len(received) >= n:
             done.set()
 
+    def on_stop(user: str, what: str):
+        async def handler(data: object = None) -> None:
+            # A socket the hub closes (a client that fell a queue behind: socket_server/hub.py,
+            # rule 7), or tells to resync, would replay from `since` or read its inbox again;
+            # these clients do neither, so the run ends here with the reason instead of waiting
+            # for what can no longer come.
+            if not done.is_set():
+                stopped.append(f"{user}: {what} {data or ''}".strip())
+                done.set()
+        return handler
+
     for client, user in zip(clients, recipients):
         client.on("notification", on_note, namespace="/notifications")
+        client.on("disconnect", on_stop(user, "disconnected"), namespace="/notifications")
+        client.on("resync_required", on_stop(user, "resync_required"), namespace="/notifications")
         await client.connect(stack.public_url, namespaces=["/notifications"], transports=["websocket"],
                              auth={"token": mint(settings, sub=user)}, wait_timeout=20)
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all", linger_ms=5)
@@ -82,6 +96,9 @@ async def run(stack: Stack, settings: Settings, n: int, workers: int, users: int
         kafka_s = time.perf_counter() - ref_t0
 
         await asyncio.wait_for(done.wait(), 300)
+        if stopped:
+            raise SystemExit(f"a socket stopped after {len(received)} of {n} notifications "
+                             f"({'; '.join(stopped)})")
         hub_s = max(received.values()) - t0
         stored_s = await stored_at - t0
         latencies = [(received[k] - sent_at[k]) * 1000 for k in sent_at]
