@@ -304,6 +304,31 @@ async def test_a_position_check_catches_up_what_the_bus_did_not_bring_within_its
     assert emit.ids(sid="sid2") == [str(s.notification.id) for s in brought]
 
 
+async def test_a_routine_check_gives_the_bus_its_grace_and_a_prompted_one_does_not():
+    """The worker's check loop (socket_server/app.py): a check prompted by a failure (a bus event
+    not handled, leases written again) knows something is missing; a routine one does not."""
+    from socket_server.app import _check_positions
+
+    class Checks:
+        """Stands in for the hub: records the grace of each check."""
+
+        def __init__(self):
+            self.graces = asyncio.Queue()
+
+        async def check(self, *, grace=0.0):
+            await self.graces.put(grace)
+
+    hub, prompt = Checks(), asyncio.Event()
+    prompt.set()
+    loop = asyncio.create_task(_check_positions(hub, prompt, every=0.5))
+    try:
+        assert await asyncio.wait_for(hub.graces.get(), 5) == 0.0
+        assert await asyncio.wait_for(hub.graces.get(), 5) == 0.25  # half the period, under 2 s
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+
+
 async def test_a_gap_during_a_sync_is_caught_up_before_going_live(runtime):
     user = new_user()
     hub = None
