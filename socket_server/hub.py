@@ -44,9 +44,9 @@ Invariants, each proven in tests/socket_server/test_hub.py:
    many of its notifications are for one user. A queue then holds at most ``max_queue`` plus
    one message, or a sync's ``init``, replay and held events on top of that.
 
-States of a socket: attached (syncing) → live; live → catching up (syncing) on a gap or a check
-that finds it behind → live; any state → closed when a MongoDB read fails, ``held`` overflows or
-a bus message finds its queue full (rule 7).
+States of a socket: attached (syncing) → live; live → catching up (syncing) on a gap, or when a
+check finds it behind (a routine check: still behind after its grace) → live; any state → closed
+when a MongoDB read fails, ``held`` overflows or a bus message finds its queue full (rule 7).
 """
 from __future__ import annotations
 
