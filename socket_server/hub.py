@@ -410,7 +410,7 @@ class Hub:
         for conn, inbox in found:
             if self._by_sid.get(conn.sid) is not conn:
                 continue  # closed meanwhile
-            if inbox.seq > conn.seq or (inbox.last is not None and inbox.last > conn.since):
+            if _lacks_notifications(conn, inbox):
                 self._fall_behind(conn, reason)
             elif inbox.ver > conn.ver and not conn.syncing:
                 # Only the badge moved (a read-state event was lost): send the count.
@@ -444,6 +444,11 @@ class Hub:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+def _lacks_notifications(conn: Connection, inbox: Inbox) -> bool:
+    """Whether ``inbox`` has notifications the socket was not sent."""
+    return inbox.seq > conn.seq or (inbox.last is not None and inbox.last > conn.since)
+
+
 def _behind(conn: Connection, inbox: Inbox) -> bool:
     """Whether a socket lacks notifications or a badge change that ``inbox`` has."""
-    return inbox.seq > conn.seq or (inbox.last is not None and inbox.last > conn.since) or inbox.ver > conn.ver
+    return _lacks_notifications(conn, inbox) or inbox.ver > conn.ver
